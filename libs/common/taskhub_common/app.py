@@ -1,0 +1,129 @@
+"""The one app factory every service uses."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from taskhub_common.auth import JwksKeySource, KeySource, TokenVerifier
+from taskhub_common.bus import make_bus
+from taskhub_common.consumer import EventConsumer, EventHandler
+from taskhub_common.db import Database
+from taskhub_common.errors import install_error_handlers
+from taskhub_common.http import make_http_client
+from taskhub_common.logs import configure_logging
+from taskhub_common.middleware import RequestContextMiddleware
+from taskhub_common.outbox import OutboxRelay
+from taskhub_common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service: its settings, routes, migrations and event handlers."""
+
+    settings: ServiceSettings
+    routers: list[APIRouter]
+    description: str = ""
+    # None for a service without a database (the gateway).
+    migrations_dir: Path | None = None
+    event_handlers: dict[str, EventHandler] = field(default_factory=dict)
+    # Where access-token keys come from; default: identity's JWKS over HTTP.
+    key_source: Callable[[FastAPI], KeySource] | None = None
+    on_startup: list[Hook] = field(default_factory=list)
+    on_shutdown: list[Hook] = field(default_factory=list)
+
+
+def create_service_app(spec: ServiceSpec) -> FastAPI:
+    settings = spec.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
+        background: list[asyncio.Task[None]] = []
+        app.state.database = None
+        bus = make_bus(settings.RABBITMQ_URL)
+        app.state.bus = bus
+        await bus.start()
+        if spec.migrations_dir is not None:
+            database = Database(settings)
+            app.state.database = database
+            await database.migrate(spec.migrations_dir)
+            relay = OutboxRelay(database, bus, poll_seconds=settings.OUTBOX_POLL_SECONDS)
+            background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+            if spec.event_handlers:
+                consumer = EventConsumer(settings.SERVICE_NAME, database, spec.event_handlers)
+                await consumer.subscribe(bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms)
+        identity_client = make_http_client(settings.IDENTITY_URL, timeout=5.0)
+        key_source = (
+            spec.key_source(app)
+            if spec.key_source
+            else JwksKeySource(identity_client, ttl=settings.JWKS_CACHE_SECONDS)
+        )
+        app.state.token_verifier = TokenVerifier(
+            key_source, audience=settings.JWT_AUDIENCE, issuer=settings.JWT_ISSUER
+        )
+        for hook in spec.on_startup:
+            await hook(app)
+        logger.info("%s started", settings.SERVICE_NAME)
+        try:
+            yield
+        finally:
+            for hook in spec.on_shutdown:
+                await hook(app)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await identity_client.aclose()
+            await bus.close()
+            if app.state.database is not None:
+                await app.state.database.dispose()
+
+    app = FastAPI(
+        title=f"{settings.APP_NAME} {settings.SERVICE_NAME}",
+        version=settings.APP_VERSION,
+        description=spec.description,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router())
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(prefix="/health", tags=["health"], include_in_schema=False)
+
+    @router.get("/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """Ready when the database answers and the broker is connected."""
+        checks = {"broker": "ok" if request.app.state.bus.is_ready() else "down"}
+        database: Database | None = request.app.state.database
+        if database is not None:
+            try:
+                await asyncio.wait_for(database.ping(), timeout=2)
+                checks["database"] = "ok"
+            except Exception:
+                checks["database"] = "down"
+        ok = all(state == "ok" for state in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    return router

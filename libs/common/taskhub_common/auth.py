@@ -1,0 +1,115 @@
+"""Access-token verification against identity's JWKS, keys chosen by `kid`."""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
+
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "RS256", "ES256")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as the verified access token says."""
+
+    user_id: uuid.UUID
+    token_id: str
+    expires_at: int
+
+
+class KeySource(Protocol):
+    async def get_key(self, kid: str) -> jwt.PyJWK: ...
+
+
+class JwksKeySource:
+    """Fetches the JWKS, caches it, and fetches again when a token names an unknown `kid`
+    (a key rotation), at most once every few seconds."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, path: str = "/.well-known/jwks.json", ttl: float = 300
+    ) -> None:
+        self.client = client
+        self.path = path
+        self.ttl = ttl
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get_key(self, kid: str) -> jwt.PyJWK:
+        age = time.monotonic() - self._fetched_at
+        if age > self.ttl or (kid not in self._keys and age > 5):
+            await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise NotAuthenticated() from None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < 1:
+                return  # another caller just refreshed
+            try:
+                response = await self.client.get(self.path)
+                response.raise_for_status()
+                key_set = jwt.PyJWKSet.from_dict(response.json())
+            except (httpx.HTTPError, jwt.PyJWKSetError) as exc:
+                if self._keys:
+                    return  # keep serving with the keys we have
+                raise ServiceUnavailable("Identity keys are unavailable") from exc
+            self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+            self._fetched_at = time.monotonic()
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeySource, audience: str, issuer: str) -> None:
+        self.keys = keys
+        self.audience = audience
+        self.issuer = issuer
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise NotAuthenticated() from None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or header.get("alg") not in ASYMMETRIC_ALGORITHMS:
+            raise NotAuthenticated()
+        key = await self.keys.get_key(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
+            )
+            if claims.get("typ") != "access":
+                raise NotAuthenticated()
+            return Principal(uuid.UUID(claims["sub"]), claims["jti"], claims["exp"])
+        except (jwt.InvalidTokenError, ValueError):
+            raise NotAuthenticated() from None
+
+
+bearer_scheme = HTTPBearer(auto_error=False)
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated()
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

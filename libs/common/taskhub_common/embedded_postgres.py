@@ -1,0 +1,34 @@
+"""The embedded mode's PostgreSQL: a server that ships as a Python wheel, started by this process.
+
+One server per process (every service of the embedded mode shares it, each in its own schema);
+it stops when the process exits. Data lives under DATA_DIR/pgdata and survives restarts.
+"""
+
+import logging
+import threading
+from pathlib import Path
+
+import pgserver
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_servers: dict[Path, "pgserver.PostgresServer"] = {}
+
+
+def ensure_database(data_dir: Path, database: str) -> str:
+    """Start (once) the embedded server under data_dir and return the socket folder."""
+    if not database.replace("_", "").isalnum():
+        raise ValueError(f"invalid database name {database!r}")
+    pgdata = (data_dir / "pgdata").resolve()
+    with _lock:
+        server = _servers.get(pgdata)
+        if server is None:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            logger.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            _servers[pgdata] = server
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
+        if "(1 row)" not in exists:
+            server.psql(f'CREATE DATABASE "{database}";')
+    return str(pgdata)

@@ -1,0 +1,39 @@
+"""HTTP clients between services.
+
+In the distributed mode a client talks to a URL; in the embedded mode the runner registers each
+service's ASGI app under its URL and the client reaches it through httpx's ASGI transport, so the
+calling code is the same in both modes.
+"""
+
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+from starlette.types import ASGIApp
+
+_local_apps: dict[str, ASGIApp] = {}
+
+
+def register_local_app(base_url: str, app: ASGIApp) -> None:
+    _local_apps[base_url.rstrip("/")] = app
+
+
+def no_cookies() -> httpx.Cookies:
+    """A jar that accepts nothing: a shared client must not replay one user's cookies to another."""
+    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+
+def make_http_client(
+    base_url: str, timeout: httpx.Timeout | float = 10.0, max_connections: int = 100
+) -> httpx.AsyncClient:
+    base_url = base_url.rstrip("/")
+    local_app = _local_apps.get(base_url)
+    if local_app is not None:
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=local_app)
+    else:
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            retries=1,
+        )
+    return httpx.AsyncClient(
+        base_url=base_url, transport=transport, timeout=timeout, cookies=no_cookies()
+    )

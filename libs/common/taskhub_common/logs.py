@@ -1,0 +1,65 @@
+"""Structured JSON logs, the request id and the W3C trace context of the current request."""
+
+import json
+import logging
+import secrets
+import sys
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if request_id := request_id_var.get():
+            entry["request_id"] = request_id
+        entry.update(
+            {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS}
+        )
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # One access line per request is ours; httpx's own line per call would double it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def trace_headers() -> dict[str, str]:
+    """Headers that carry the current trace and request along with an event or a call."""
+    headers = {}
+    if traceparent := traceparent_var.get():
+        headers["traceparent"] = traceparent
+    if request_id := request_id_var.get():
+        headers["x-request-id"] = request_id
+    return headers

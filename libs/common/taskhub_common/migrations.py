@@ -1,0 +1,47 @@
+"""What every service's alembic env.py and first migration share."""
+
+import asyncio
+
+from alembic import context, op
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from taskhub_common import outbox
+from taskhub_common.db import Database
+from taskhub_common.settings import ServiceSettings
+
+
+def run_migrations(service_metadata: MetaData, settings: ServiceSettings) -> None:
+    """Body of env.py: migrate on the connection the app hands over (at start), or on a new one
+    (alembic's command line, e.g. `alembic revision --autogenerate`)."""
+    connection = context.config.attributes.get("connection")
+    schema = context.config.attributes.get("schema", settings.schema_name)
+    metadata = [service_metadata, outbox.metadata]
+    if connection is not None:
+        _run(connection, metadata, schema)
+        return
+
+    async def run_standalone() -> None:
+        database = Database(settings)
+        async with database.engine.begin() as new_connection:
+            await new_connection.run_sync(_run, metadata, schema)
+        await database.dispose()
+
+    asyncio.run(run_standalone())
+
+
+def _run(connection: Connection, metadata: list[MetaData], schema: str) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table_schema=schema,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def create_outbox_and_inbox() -> None:
+    """The outbox and inbox tables, created by each service's first migration."""
+    bind = op.get_bind()
+    outbox.metadata.create_all(bind)

@@ -1,0 +1,160 @@
+"""Transactional outbox and inbox tables, and the relay that publishes the outbox.
+
+Every service has the same two tables in its own schema; the search_path of its connections picks
+the schema, so these Core tables serve all services.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskhub_common.bus import EventBus
+from taskhub_common.db import Database
+from taskhub_common.events import EventEnvelope
+from taskhub_common.logs import trace_headers
+
+logger = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 3600
+
+metadata = MetaData()
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("position", BigInteger, Identity(), nullable=False, unique=True),
+    Column("routing_key", String(100), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_outbox_unsent", "position", postgresql_where=text("sent_at IS NULL")),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", Uuid, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+async def add_event(session: AsyncSession, envelope: EventEnvelope) -> None:
+    """Record an event in the same transaction as the change it describes."""
+    await session.execute(
+        insert(outbox).values(
+            id=envelope.id,
+            routing_key=envelope.type,
+            payload=envelope.model_dump(mode="json"),
+            headers=trace_headers(),
+        )
+    )
+    session.info["outbox_pending"] = True
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in order, then marks them sent.
+
+    Rows are claimed with FOR UPDATE SKIP LOCKED so several replicas can relay at once. A row is
+    marked sent only after the broker confirmed it, so a crash in between republishes it
+    (consumers drop the duplicate through their inbox).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        bus: EventBus,
+        poll_seconds: float = 1.0,
+        batch_size: int = 100,
+        keep_sent: timedelta = timedelta(days=7),
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self.keep_sent = keep_sent
+        self._pruned_at = 0.0
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                published = await self.publish_batch()
+                failures = 0
+            except Exception:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                logger.warning("outbox relay failed; retrying in %.1fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                continue
+            if published < self.batch_size:
+                await self._wait_for_new_rows()
+
+    async def _wait_for_new_rows(self) -> None:
+        signal = self.database.outbox_written
+        try:
+            await asyncio.wait_for(signal.wait(), timeout=self.poll_seconds)
+        except TimeoutError:
+            if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
+                await self.prune()
+                self._pruned_at = time.monotonic()
+        signal.clear()
+
+    async def publish_batch(self) -> int:
+        failure: Exception | None = None
+        async with self.database.sessionmaker() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.payload, outbox.c.headers)
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.position)
+                    .limit(self.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            sent = []
+            for row in rows:
+                try:
+                    await self.bus.publish(EventEnvelope.model_validate(row.payload), row.headers)
+                except Exception as exc:
+                    failure = exc
+                    break
+                sent.append(row.id)
+            # What the broker confirmed is marked sent even when a later publish failed.
+            if sent:
+                await session.execute(
+                    update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=func.now())
+                )
+        if failure is not None:
+            raise failure
+        return len(rows)
+
+    async def prune(self) -> None:
+        """Drop rows published long ago; the outbox is a queue, not an archive."""
+        async with self.database.sessionmaker() as session, session.begin():
+            await session.execute(
+                delete(outbox).where(outbox.c.sent_at < func.now() - self.keep_sent)
+            )

@@ -1,0 +1,91 @@
+"""Settings shared by every service.
+
+Every variable of the original TaskHub README is read here or in a service's own settings class.
+Defaults are the safe ones of the embedded mode: no server named means "run it in-process".
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me"  # noqa: S105 - the original's default, refused in production
+
+
+def split_csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Which service this process is; each service's settings class sets its own default.
+    SERVICE_NAME: str = "service"
+    APP_NAME: str = "TaskHub"
+    APP_VERSION: str = "1.0.0"
+    DEBUG: bool = False
+    ENVIRONMENT: Literal["development", "test", "production"] = "development"
+    LOG_LEVEL: str = "INFO"
+    SECRET_KEY: str = DEFAULT_SECRET_KEY
+    # Folder for everything the embedded mode keeps: database, files, mail.
+    DATA_DIR: Path = Path("var")
+
+    # PostgreSQL. No DB_HOST and no DATABASE_URL: the embedded server under DATA_DIR is used.
+    DATABASE_URL: str | None = None
+    DB_HOST: str | None = None
+    DB_PORT: int = 5432
+    DB_NAME: str = "taskhub"
+    DB_USER: str = "postgres"
+    DB_PASSWORD: str = ""
+    # The schema this service owns; empty means the service name.
+    DB_SCHEMA: str = ""
+    DB_POOL_SIZE: int = 10
+
+    # RabbitMQ. Unset: the in-process event bus.
+    RABBITMQ_URL: str | None = None
+    EVENT_MAX_ATTEMPTS: int = 5
+    # Delay before each retry of a failed event handler, in milliseconds.
+    EVENT_RETRY_DELAYS_MS: str = "1000,5000,30000,120000"
+    OUTBOX_POLL_SECONDS: float = 1.0
+
+    # Redis. Unset REDIS_HOST: in-process caches and limits.
+    REDIS_HOST: str | None = None
+    REDIS_PORT: int = 6379
+    REDIS_DB: int = 0
+    REDIS_USER: str = ""
+    REDIS_PASSWORD: str = ""
+
+    # Where the identity service publishes its signing keys (JWKS); unset: same process.
+    IDENTITY_URL: str = "http://127.0.0.1:8001"
+    JWT_ISSUER: str = "taskhub-identity"
+    JWT_AUDIENCE: str = "taskhub"
+    JWKS_CACHE_SECONDS: int = 300
+
+    @field_validator("DB_HOST", "RABBITMQ_URL", "REDIS_HOST", "DATABASE_URL", mode="before")
+    @classmethod
+    def blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def refuse_default_secret_in_production(self) -> "ServiceSettings":
+        if self.ENVIRONMENT == "production" and self.SECRET_KEY == DEFAULT_SECRET_KEY:
+            raise ValueError("SECRET_KEY must be set to a real secret when ENVIRONMENT=production")
+        return self
+
+    @property
+    def schema_name(self) -> str:
+        return self.DB_SCHEMA or self.SERVICE_NAME
+
+    @property
+    def retry_delays_ms(self) -> list[int]:
+        return [int(item) for item in split_csv(self.EVENT_RETRY_DELAYS_MS)]
+
+    @property
+    def redis_url(self) -> str | None:
+        if not self.REDIS_HOST:
+            return None
+        credentials = ""
+        if self.REDIS_USER or self.REDIS_PASSWORD:
+            credentials = f"{self.REDIS_USER}:{self.REDIS_PASSWORD}@"
+        return f"redis://{credentials}{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}"

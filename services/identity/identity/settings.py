@@ -1,0 +1,11 @@
+from typing import Literal
+
+from taskhub_common.settings import ServiceSettings
+
+
+class IdentitySettings(ServiceSettings):
+    SERVICE_NAME: str = "identity"
+    # Asymmetric only: other services verify tokens with the public key alone.
+    ALGORITHM: Literal["EdDSA", "RS256"] = "EdDSA"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = 30
+    REFRESH_TOKEN_EXPIRE_DAYS: int = 30
