@@ -40,6 +40,8 @@ class ServiceSpec:
     key_source: Callable[[FastAPI], KeySource] | None = None
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    # The gateway serves a merged document of its own instead.
+    openapi_docs: bool = True
 
 
 def create_service_app(spec: ServiceSpec) -> FastAPI:
@@ -92,6 +94,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         version=settings.APP_VERSION,
         description=spec.description,
         lifespan=lifespan,
+        **({} if spec.openapi_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
     )
     app.state.settings = settings
     install_error_handlers(app)

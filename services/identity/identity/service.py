@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
-from taskhub_common.errors import Conflict, NotAuthenticated, Unprocessable
+from taskhub_common.errors import Conflict, NotAuthenticated, NotPermitted, Unprocessable
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_event
 
@@ -91,8 +91,10 @@ class IdentityService:
             await self.refresh_tokens.revoke_all_of_user(user_id)
             return
         token = await self.refresh_tokens.get_for_update(_hash_token(refresh_token))
-        if token is None or token.user_id != user_id:
+        if token is None:
             raise NotAuthenticated("Invalid refresh token")
+        if token.user_id != user_id:
+            raise NotPermitted("This refresh token belongs to another user")
         await self.refresh_tokens.revoke_family(token.family_id)
 
     async def get_user(self, user_id: uuid.UUID) -> User:

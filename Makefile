@@ -1,0 +1,37 @@
+# TaskHub: `make run` starts the whole suite in one process; `make test` runs every test.
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run run-distributed test test-unit test-e2e lint format
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+## The embedded mode: PostgreSQL from a wheel, in-process bus, data under var/. Ctrl-C stops it.
+run: install
+	HOST=$(HOST) PORT=$(PORT) $(UV) run --frozen python -m gateway.embedded
+
+## The distributed mode on local PostgreSQL, RabbitMQ and Redis: one process per service.
+run-distributed: install
+	$(UV) run --frozen python -m tests.e2e.stack
+
+## Every test; needs PostgreSQL, RabbitMQ and Redis on localhost (.ci/run starts them).
+test: install
+	$(UV) run --frozen pytest
+
+test-unit: install
+	$(UV) run --frozen pytest libs services
+
+test-e2e: install
+	$(UV) run --frozen pytest tests/e2e
+
+lint: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: install
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .

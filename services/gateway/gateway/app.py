@@ -1,0 +1,166 @@
+"""The API gateway: the only public entry of TaskHub."""
+
+import asyncio
+import contextlib
+import ipaddress
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from starlette.responses import Response
+from taskhub_common.app import ServiceSpec, create_service_app
+from taskhub_common.auth import Principal, TokenVerifier
+from taskhub_common.errors import NotAuthenticated, NotFound, error_response
+from taskhub_common.http import make_http_client
+
+from gateway.clients import ip_key, rate_limit_key
+from gateway.openapi import MergedOpenAPI
+from gateway.proxy import forward
+from gateway.settings import GatewaySettings
+from gateway.upstreams import find_upstream, is_public, upstreams
+
+PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def verified_principal(request: Request) -> Principal | None:
+    """The caller, if the request carries a valid access token. Never raises: the decision to
+    refuse comes after the rate limit, so anonymous floods are limited too."""
+    request.state.principal = None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        verifier: TokenVerifier = request.app.state.token_verifier
+        with contextlib.suppress(NotAuthenticated):
+            request.state.principal = await verifier.verify(token)
+    return request.state.principal
+
+
+async def proxy_to_owner(request: Request) -> Response:
+    upstream = find_upstream(request.app.state.upstreams, request.url.path)
+    if upstream is None:
+        raise NotFound("Not Found")
+    if request.state.principal is None and not is_public(request.method, request.url.path):
+        raise NotAuthenticated()
+    return await forward(request, upstream)
+
+
+def build_router(settings: GatewaySettings, limiter: Limiter) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(verified_principal)])
+
+    @router.get("/api/health", tags=["health"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Name, version and the readiness of every service."""
+        clients: dict[str, httpx.AsyncClient] = request.app.state.upstream_clients
+        names = list(clients)
+        checks = await asyncio.gather(*(_readiness(clients[name]) for name in names))
+        services = dict(zip(names, checks, strict=True))
+        healthy = all(check["status"] == "ok" for check in services.values())
+        return {
+            "name": settings.APP_NAME,
+            "version": settings.APP_VERSION,
+            "status": "ok" if healthy else "degraded",
+            "services": services,
+        }
+
+    @router.post("/api/auth/login", include_in_schema=False)
+    @limiter.limit(settings.RATE_LIMIT_AUTH, key_func=ip_key)
+    async def login(request: Request) -> Response:
+        return await proxy_to_owner(request)
+
+    @router.post("/api/auth/register", include_in_schema=False)
+    @limiter.limit(settings.RATE_LIMIT_AUTH, key_func=ip_key)
+    async def register(request: Request) -> Response:
+        return await proxy_to_owner(request)
+
+    @router.api_route("/api/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+    @router.api_route("/.well-known/jwks.json", methods=["GET"], include_in_schema=False)
+    @limiter.limit(settings.RATE_LIMIT_DEFAULT, key_func=rate_limit_key)
+    async def proxy(request: Request) -> Response:
+        return await proxy_to_owner(request)
+
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        own = request.app.openapi().get("paths", {})
+        merged: MergedOpenAPI = request.app.state.merged_openapi
+        return JSONResponse(await merged.document(request.app.state.upstream_clients, own))
+
+    @router.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{settings.APP_NAME} API")
+
+    @router.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{settings.APP_NAME} API")
+
+    return router
+
+
+async def _readiness(client: httpx.AsyncClient) -> dict[str, Any]:
+    try:
+        response = await client.get("/health/ready", timeout=2.0)
+    except httpx.HTTPError:
+        return {"status": "down"}
+    body = response.json() if response.headers.get("content-type") == "application/json" else {}
+    return {"status": "ok" if response.status_code == 200 else "unavailable", **body}
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    table = upstreams(settings)
+    limiter = Limiter(
+        key_func=rate_limit_key,
+        storage_uri=settings.redis_url or "memory://",
+        headers_enabled=True,
+        key_style="endpoint",
+        # Redis down: count in memory rather than refuse or fail every request.
+        in_memory_fallback_enabled=True,
+    )
+
+    async def open_upstreams(app: FastAPI) -> None:
+        timeout = httpx.Timeout(
+            settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT
+        )
+        app.state.upstream_clients = {
+            upstream.name: make_http_client(upstream.base_url, timeout=timeout)
+            for upstream in table
+        }
+
+    async def close_upstreams(app: FastAPI) -> None:
+        for client in app.state.upstream_clients.values():
+            await client.aclose()
+
+    app = create_service_app(
+        ServiceSpec(
+            settings=settings,
+            routers=[build_router(settings, limiter)],
+            description="The public entry of TaskHub.",
+            on_startup=[open_upstreams],
+            on_shutdown=[close_upstreams],
+            openapi_docs=False,
+        )
+    )
+    app.state.upstreams = table
+    app.state.limiter = limiter
+    app.state.trusted_networks = [
+        ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies
+    ]
+    app.state.merged_openapi = MergedOpenAPI(settings.APP_NAME, settings.APP_VERSION, table)
+
+    @app.exception_handler(RateLimitExceeded)
+    async def rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
+        response = error_response(429, f"Rate limit exceeded: {exc.detail}")
+        return limiter._inject_headers(response, request.state.view_rate_limit)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    return app

@@ -1,0 +1,38 @@
+"""Who the caller is: the client IP (X-Forwarded-For believed only from trusted proxies) and
+the rate-limit key (the user for authenticated calls, the IP for anonymous ones)."""
+
+import ipaddress
+
+from fastapi import Request
+
+
+def client_ip(request: Request) -> str:
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.trusted_networks
+    if not trusted or not _in(peer, trusted):
+        return peer
+    forwarded = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",")]
+    # Walk from the nearest hop back; the first address not of our own proxies is the client.
+    for hop in reversed([*[hop for hop in forwarded if hop], peer]):
+        if not _in(hop, trusted):
+            return hop
+    return peer
+
+
+def rate_limit_key(request: Request) -> str:
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return f"user:{principal.user_id}"
+    return f"ip:{client_ip(request)}"
+
+
+def ip_key(request: Request) -> str:
+    return f"ip:{client_ip(request)}"
+
+
+def _in(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)

@@ -1,0 +1,58 @@
+"""The embedded mode: every service in one process, behind the gateway, on the embedded
+PostgreSQL and the in-process bus. `python -m gateway.embedded` (what `make run` starts).
+
+Each service app is registered under its URL, so the gateway (and any service calling another)
+reaches it through httpx's ASGI transport: the same proxy code as in the distributed mode.
+"""
+
+import contextlib
+import importlib
+import os
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI
+from taskhub_common.http import register_local_app
+
+from gateway.app import create_app as create_gateway
+from gateway.settings import GatewaySettings
+from gateway.upstreams import upstreams
+
+
+def create_embedded_app() -> FastAPI:
+    settings = GatewaySettings()
+    services = []
+    for upstream in upstreams(settings):
+        module_name, factory_name = upstream.app_factory.split(":")
+        service_app = getattr(importlib.import_module(module_name), factory_name)()
+        register_local_app(upstream.base_url, service_app)
+        services.append(service_app)
+    gateway = create_gateway(settings)
+    gateway_lifespan = gateway.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # ASGI transports run no lifespan: start every service here, before the gateway.
+        async with contextlib.AsyncExitStack() as stack:
+            for service_app in services:
+                await stack.enter_async_context(service_app.router.lifespan_context(service_app))
+            await stack.enter_async_context(gateway_lifespan(app))
+            yield
+
+    gateway.router.lifespan_context = lifespan
+    return gateway
+
+
+def main() -> None:
+    uvicorn.run(
+        create_embedded_app(),
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        log_config=None,
+        access_log=False,  # the request-context middleware logs each request once
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

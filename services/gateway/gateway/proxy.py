@@ -1,0 +1,92 @@
+"""The streaming reverse proxy: one pooled httpx client per upstream."""
+
+import logging
+
+import httpx
+from fastapi import Request
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+from taskhub_common.errors import error_response
+from taskhub_common.logs import request_id_var, traceparent_var
+
+from gateway.clients import client_ip
+from gateway.upstreams import Upstream
+
+logger = logging.getLogger(__name__)
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+# Set by the gateway itself; a client must not be able to supply them.
+OWN_HEADERS = {
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+}
+
+
+def _request_headers(request: Request) -> list[tuple[str, str]]:
+    headers = [
+        (name, value)
+        for name, value in request.headers.items()
+        if name not in HOP_BY_HOP and name not in OWN_HEADERS and not name.startswith("x-user-")
+    ]
+    headers += [
+        ("x-forwarded-for", client_ip(request)),
+        ("x-forwarded-proto", request.url.scheme),
+        ("x-forwarded-host", request.headers.get("host", "")),
+        ("x-request-id", request_id_var.get() or ""),
+        ("traceparent", traceparent_var.get() or ""),
+    ]
+    return headers
+
+
+async def _request_body(request: Request, buffer_limit: int):
+    """Small bodies are read whole; large ones (uploads) stream through, never held in memory."""
+    length = request.headers.get("content-length")
+    if length is None and "transfer-encoding" not in request.headers:
+        return None
+    if length is not None and length.isdigit() and int(length) <= buffer_limit:
+        return await request.body()
+    return request.stream()
+
+
+async def forward(request: Request, upstream: Upstream) -> Response:
+    client: httpx.AsyncClient = request.app.state.upstream_clients[upstream.name]
+    upstream_request = client.build_request(
+        request.method,
+        httpx.URL(path=request.url.path, query=request.url.query.encode()),
+        headers=_request_headers(request),
+        content=await _request_body(request, request.app.state.settings.BUFFER_BODY_BYTES),
+    )
+    try:
+        upstream_response = await client.send(upstream_request, stream=True)
+    except httpx.TimeoutException:
+        logger.warning("%s timed out", upstream.name)
+        return error_response(504, f"The {upstream.name} service did not answer in time")
+    except httpx.TransportError:
+        logger.warning("%s is unreachable", upstream.name, exc_info=True)
+        return error_response(503, f"The {upstream.name} service is unavailable")
+    # Raw bytes: the upstream's Content-Encoding is forwarded, so nothing may decode them.
+    response = StreamingResponse(
+        upstream_response.aiter_raw(),
+        status_code=upstream_response.status_code,
+        background=BackgroundTask(upstream_response.aclose),
+    )
+    # A list, not a dict: repeated headers (Set-Cookie, Link) must all get through.
+    response.raw_headers = [
+        (name, value)
+        for name, value in upstream_response.headers.raw
+        if name.decode("latin-1").lower() not in HOP_BY_HOP
+    ]
+    return response

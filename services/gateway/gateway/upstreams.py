@@ -1,0 +1,55 @@
+"""The routing table: which service owns which public path."""
+
+from dataclasses import dataclass
+
+from gateway.settings import GatewaySettings
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    base_url: str
+    # Public path prefixes this service serves.
+    prefixes: tuple[str, ...]
+    # The service's app factory, mounted in-process in the embedded mode.
+    app_factory: str
+
+
+@dataclass(frozen=True)
+class PublicRoute:
+    """A route the gateway passes through without an access token."""
+
+    method: str
+    path: str
+
+
+PUBLIC_ROUTES = {
+    PublicRoute("POST", "/api/auth/register"),
+    PublicRoute("POST", "/api/auth/login"),
+    PublicRoute("POST", "/api/auth/refresh"),
+    PublicRoute("GET", "/.well-known/jwks.json"),
+}
+
+
+def upstreams(settings: GatewaySettings) -> list[Upstream]:
+    return [
+        Upstream(
+            "identity",
+            settings.IDENTITY_URL,
+            ("/api/auth/", "/.well-known/jwks.json"),
+            "identity.app:create_app",
+        ),
+    ]
+
+
+def find_upstream(table: list[Upstream], path: str) -> Upstream | None:
+    for upstream in table:
+        if any(
+            path.startswith(prefix) or path == prefix.rstrip("/") for prefix in upstream.prefixes
+        ):
+            return upstream
+    return None
+
+
+def is_public(method: str, path: str) -> bool:
+    return PublicRoute(method, path.rstrip("/") or "/") in PUBLIC_ROUTES

@@ -1,0 +1,304 @@
+"""Identity's endpoints, in-process on a real PostgreSQL."""
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select, text
+from taskhub_common.outbox import outbox
+from taskhub_common.testing import bearer, new_user
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_register_returns_token_and_user(client: httpx.AsyncClient) -> None:
+    body = new_user()
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 201
+    data = response.json()
+    assert data["token_type"] == "bearer"
+    assert data["refresh_token"]
+    assert data["user"]["email"] == body["email"]
+    assert data["user"]["username"] == body["username"]
+    assert data["user"]["is_active"] is True
+    assert "password" not in response.text and "hashed" not in response.text
+
+
+async def test_register_normalises_email_case(client: httpx.AsyncClient) -> None:
+    body = new_user()
+    body["email"] = body["email"].upper()
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 201
+    assert response.json()["user"]["email"] == body["email"].lower()
+
+
+@pytest.mark.parametrize("field", ["email", "username"])
+async def test_register_duplicate_is_409(client: httpx.AsyncClient, registered, field) -> None:
+    body = new_user()
+    taken = registered["request"][field]
+    body[field] = taken.upper() if field == "email" else taken.swapcase()
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("password", "short7!"),
+        ("email", "not-an-email"),
+        ("username", "ab"),
+        ("username", "x" * 101),
+        ("full_name", ""),
+        ("username", "has space"),
+    ],
+)
+async def test_register_bad_input_is_422_and_writes_nothing(
+    app, client: httpx.AsyncClient, field, value
+) -> None:
+    body = new_user()
+    body[field] = value
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == field
+    async with app.state.database.sessionmaker() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM users WHERE username = :u"), {"u": body["username"]}
+        )
+    assert count == 0
+
+
+async def test_register_publishes_user_registered_once(app, client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/auth/register", json=new_user())
+    user_id = response.json()["user"]["id"]
+    async with app.state.database.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(outbox.c.routing_key, outbox.c.payload).where(
+                    outbox.c.payload["aggregate_id"].astext == user_id
+                )
+            )
+        ).all()
+    assert [row.routing_key for row in rows] == ["user.registered"]
+    envelope = rows[0].payload
+    assert envelope["type"] == "user.registered"
+    assert envelope["producer"] == "identity"
+    assert envelope["actor_id"] == user_id
+    assert envelope["version"] == 1
+    assert envelope["data"]["username"] == response.json()["user"]["username"]
+    assert "hashed_password" not in envelope["data"]
+
+
+async def test_login_json_and_form(client: httpx.AsyncClient, registered) -> None:
+    credentials = registered["request"]
+    as_json = await client.post(
+        "/api/auth/login", json={"email": credentials["email"], "password": credentials["password"]}
+    )
+    assert as_json.status_code == 200
+    as_form = await client.post(
+        "/api/auth/login",
+        data={"username": credentials["email"].upper(), "password": credentials["password"]},
+    )
+    assert as_form.status_code == 200
+    assert as_form.json()["user"]["id"] == registered["user"]["id"]
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(
+    client: httpx.AsyncClient, registered
+) -> None:
+    wrong = await client.post(
+        "/api/auth/login", json={"email": registered["request"]["email"], "password": "nope-nope"}
+    )
+    unknown = await client.post(
+        "/api/auth/login", json={"email": "nobody@example.com", "password": "nope-nope"}
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["detail"] == unknown.json()["detail"]
+
+
+async def test_login_without_fields_is_422(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/api/auth/login", json={"email": "a@b.c"})).status_code == 422
+    assert (await client.post("/api/auth/login", content=b"{not json")).status_code == 422
+    assert (await client.post("/api/auth/login", data={"username": "a@b.c"})).status_code == 422
+
+
+async def test_me_with_token(client: httpx.AsyncClient, registered) -> None:
+    response = await client.get("/api/auth/me", headers=bearer(registered["access_token"]))
+    assert response.status_code == 200
+    assert response.json() == registered["user"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+)
+async def test_me_without_valid_token_is_401(client: httpx.AsyncClient, headers) -> None:
+    response = await client.get("/api/auth/me", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_access_token_claims(client: httpx.AsyncClient, registered) -> None:
+    token = registered["access_token"]
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert header["alg"] == "EdDSA"
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert header["kid"] in {key["kid"] for key in jwks["keys"]}
+    assert all("d" not in key for key in jwks["keys"]), "the JWKS must hold no private part"
+    assert set(claims) >= {"sub", "iat", "exp", "jti", "aud", "iss"}
+    assert claims["sub"] == registered["user"]["id"]
+
+
+async def test_token_signed_by_another_key_is_401(client: httpx.AsyncClient, registered) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    real = jwt.decode(registered["access_token"], options={"verify_signature": False})
+    kid = jwt.get_unverified_header(registered["access_token"])["kid"]
+    forged = jwt.encode(
+        real, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+    )
+    assert (await client.get("/api/auth/me", headers=bearer(forged))).status_code == 401
+    unsigned = jwt.encode(real, None, algorithm="none", headers={"kid": kid})
+    assert (await client.get("/api/auth/me", headers=bearer(unsigned))).status_code == 401
+
+
+async def test_update_me(app, client: httpx.AsyncClient, registered) -> None:
+    headers = bearer(registered["access_token"])
+    response = await client.put(
+        "/api/auth/me",
+        headers=headers,
+        json={"full_name": "New Name", "avatar_url": "https://example.com/a.png"},
+    )
+    assert response.status_code == 200
+    assert response.json()["full_name"] == "New Name"
+    assert response.json()["avatar_url"] == "https://example.com/a.png"
+    cleared = await client.put("/api/auth/me", headers=headers, json={"avatar_url": None})
+    assert cleared.json()["avatar_url"] is None
+    assert cleared.json()["full_name"] == "New Name"
+    async with app.state.database.sessionmaker() as session:
+        changes = (
+            await session.scalars(
+                select(outbox.c.payload["data"]["changes"]).where(
+                    outbox.c.routing_key == "user.updated",
+                    outbox.c.payload["aggregate_id"].astext == registered["user"]["id"],
+                )
+            )
+        ).all()
+    assert changes == [
+        {"full_name": "New Name", "avatar_url": "https://example.com/a.png"},
+        {"avatar_url": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    "body", [{"full_name": ""}, {"full_name": None}, {"email": "x@example.com"}]
+)
+async def test_update_me_bad_input_is_422(client: httpx.AsyncClient, registered, body) -> None:
+    headers = bearer(registered["access_token"])
+    response = await client.put("/api/auth/me", headers=headers, json=body)
+    assert response.status_code == 422
+    me = await client.get("/api/auth/me", headers=headers)
+    assert me.json()["full_name"] == registered["user"]["full_name"]
+
+
+async def test_update_me_anonymous_is_401(client: httpx.AsyncClient) -> None:
+    assert (await client.put("/api/auth/me", json={"full_name": "X"})).status_code == 401
+
+
+async def test_users_list_hides_other_users_emails(client: httpx.AsyncClient, registered) -> None:
+    other = (await client.post("/api/auth/register", json=new_user())).json()
+    response = await client.get("/api/auth/users", headers=bearer(registered["access_token"]))
+    assert response.status_code == 200
+    users = {user["id"]: user for user in response.json()}
+    assert users[registered["user"]["id"]]["email"] == registered["request"]["email"]
+    assert users[other["user"]["id"]]["email"] is None
+    assert users[other["user"]["id"]]["username"] == other["user"]["username"]
+    assert (await client.get("/api/auth/users")).status_code == 401
+
+
+async def test_refresh_rotates(client: httpx.AsyncClient, registered) -> None:
+    first = await client.post(
+        "/api/auth/refresh", json={"refresh_token": registered["refresh_token"]}
+    )
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != registered["refresh_token"]
+    assert (
+        await client.get("/api/auth/me", headers=bearer(rotated["access_token"]))
+    ).status_code == 200
+    second = await client.post(
+        "/api/auth/refresh", json={"refresh_token": rotated["refresh_token"]}
+    )
+    assert second.status_code == 200
+
+
+async def test_refresh_reuse_revokes_the_family(client: httpx.AsyncClient, registered) -> None:
+    old = registered["refresh_token"]
+    new = (await client.post("/api/auth/refresh", json={"refresh_token": old})).json()
+    reuse = await client.post("/api/auth/refresh", json={"refresh_token": old})
+    assert reuse.status_code == 401
+    # The thief's replay also kills the legitimate newest token of the family.
+    after = await client.post("/api/auth/refresh", json={"refresh_token": new["refresh_token"]})
+    assert after.status_code == 401
+
+
+async def test_refresh_bad_input(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/api/auth/refresh", json={"refresh_token": "x"})).status_code == 401
+    assert (await client.post("/api/auth/refresh", json={})).status_code == 422
+
+
+async def test_logout_revokes_refresh_token(client: httpx.AsyncClient, registered) -> None:
+    headers = bearer(registered["access_token"])
+    response = await client.post(
+        "/api/auth/logout", headers=headers, json={"refresh_token": registered["refresh_token"]}
+    )
+    assert response.status_code == 204
+    refresh = await client.post(
+        "/api/auth/refresh", json={"refresh_token": registered["refresh_token"]}
+    )
+    assert refresh.status_code == 401
+
+
+async def test_logout_without_body_ends_every_session(
+    client: httpx.AsyncClient, registered
+) -> None:
+    credentials = registered["request"]
+    second = (
+        await client.post(
+            "/api/auth/login",
+            json={"email": credentials["email"], "password": credentials["password"]},
+        )
+    ).json()
+    response = await client.post("/api/auth/logout", headers=bearer(second["access_token"]))
+    assert response.status_code == 204
+    for token in (registered["refresh_token"], second["refresh_token"]):
+        refreshed = await client.post("/api/auth/refresh", json={"refresh_token": token})
+        assert refreshed.status_code == 401
+
+
+async def test_logout_refuses_another_users_token(client: httpx.AsyncClient, registered) -> None:
+    other = (await client.post("/api/auth/register", json=new_user())).json()
+    response = await client.post(
+        "/api/auth/logout",
+        headers=bearer(other["access_token"]),
+        json={"refresh_token": registered["refresh_token"]},
+    )
+    assert response.status_code == 403
+    still_valid = await client.post(
+        "/api/auth/refresh", json={"refresh_token": registered["refresh_token"]}
+    )
+    assert still_valid.status_code == 200
+
+
+async def test_logout_anonymous_is_401(client: httpx.AsyncClient, registered) -> None:
+    response = await client.post(
+        "/api/auth/logout", json={"refresh_token": registered["refresh_token"]}
+    )
+    assert response.status_code == 401
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"broker": "ok", "database": "ok"}
