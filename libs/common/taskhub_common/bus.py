@@ -143,6 +143,9 @@ class RabbitMQBus:
         self._connected.set()
         logger.info("connected to RabbitMQ")
 
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
     async def close(self) -> None:
         if self._connector:
             self._connector.cancel()

@@ -12,15 +12,26 @@ RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 
 
+async def _admin_connection() -> asyncpg.Connection:
+    return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+
+
 async def recreate_database(name: str) -> None:
     """Drop and create a database for one test run. Fails loudly when PostgreSQL is down:
     a test that needs a server never skips."""
-    connection = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres"
-    )
+    connection = await _admin_connection()
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def create_database_if_missing(name: str) -> None:
+    connection = await _admin_connection()
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
         await connection.close()
 

@@ -13,16 +13,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.responses import Response
-from taskhub_common.app import ServiceSpec, create_service_app
-from taskhub_common.auth import Principal, TokenVerifier
-from taskhub_common.errors import NotAuthenticated, NotFound, error_response
-from taskhub_common.http import make_http_client
 
 from gateway.clients import ip_key, rate_limit_key
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
 from gateway.settings import GatewaySettings
 from gateway.upstreams import find_upstream, is_public, upstreams
+from taskhub_common.app import ServiceSpec, create_service_app
+from taskhub_common.auth import Principal, TokenVerifier
+from taskhub_common.errors import NotAuthenticated, NotFound, error_response
+from taskhub_common.http import make_http_client
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -66,13 +66,16 @@ def build_router(settings: GatewaySettings, limiter: Limiter) -> APIRouter:
             "services": services,
         }
 
+    # Login and register share one budget per IP: guessing passwords and mass sign-ups alike.
+    auth_limit = limiter.shared_limit(settings.RATE_LIMIT_AUTH, scope="auth", key_func=ip_key)
+
     @router.post("/api/auth/login", include_in_schema=False)
-    @limiter.limit(settings.RATE_LIMIT_AUTH, key_func=ip_key)
+    @auth_limit
     async def login(request: Request) -> Response:
         return await proxy_to_owner(request)
 
     @router.post("/api/auth/register", include_in_schema=False)
-    @limiter.limit(settings.RATE_LIMIT_AUTH, key_func=ip_key)
+    @auth_limit
     async def register(request: Request) -> Response:
         return await proxy_to_owner(request)
 
@@ -126,7 +129,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         app.state.upstream_clients = {
             upstream.name: make_http_client(upstream.base_url, timeout=timeout)
-            for upstream in table
+            for upstream in app.state.upstreams
         }
 
     async def close_upstreams(app: FastAPI) -> None:

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
-from taskhub_common.http import register_local_app
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from gateway.upstreams import upstreams
+from taskhub_common.http import register_local_app
 
 
 def create_embedded_app() -> FastAPI:

@@ -6,11 +6,11 @@ import httpx
 from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
-from taskhub_common.errors import error_response
-from taskhub_common.logs import request_id_var, traceparent_var
 
 from gateway.clients import client_ip
 from gateway.upstreams import Upstream
+from taskhub_common.errors import error_response
+from taskhub_common.logs import request_id_var, traceparent_var
 
 logger = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from taskhub_common.app import ServiceSpec, create_service_app
 
 from identity.keys import KeyRing
 from identity.router import router, well_known_router
 from identity.settings import IdentitySettings
+from taskhub_common.app import ServiceSpec, create_service_app
 
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from taskhub_common.errors import NotAuthenticated
 
 from identity.models import SigningKey
 from identity.settings import IdentitySettings
+from taskhub_common.errors import NotAuthenticated
 
 
 class KeyRing:

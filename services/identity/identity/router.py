@@ -6,9 +6,6 @@ from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from taskhub_common.auth import CurrentPrincipal
-from taskhub_common.db import get_session
-from taskhub_common.routing import service_router
 
 from identity.schemas import (
     AuthResponse,
@@ -20,6 +17,9 @@ from identity.schemas import (
     UserOut,
 )
 from identity.service import IdentityService, public_user
+from taskhub_common.auth import CurrentPrincipal
+from taskhub_common.db import get_session
+from taskhub_common.routing import service_router
 
 router = service_router(prefix="/api/auth", tags=["auth"])
 well_known_router = service_router(tags=["auth"])

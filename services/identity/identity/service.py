@@ -7,10 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
-from taskhub_common.errors import Conflict, NotAuthenticated, NotPermitted, Unprocessable
-from taskhub_common.events import EventEnvelope
-from taskhub_common.outbox import add_event
 
 from identity.keys import KeyRing
 from identity.models import RefreshToken, User
@@ -18,6 +14,10 @@ from identity.passwords import hash_password, verify_password
 from identity.repository import RefreshTokenRepository, UserRepository
 from identity.schemas import AuthResponse, RegisterRequest, UpdateMeRequest, UserOut
 from identity.settings import IdentitySettings
+from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
+from taskhub_common.errors import Conflict, NotAuthenticated, NotPermitted, Unprocessable
+from taskhub_common.events import EventEnvelope
+from taskhub_common.outbox import add_event
 
 INVALID_CREDENTIALS = "Incorrect email or password"
 

@@ -3,6 +3,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from identity.app import create_app
 from identity.settings import IdentitySettings
 from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database

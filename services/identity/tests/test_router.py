@@ -4,10 +4,9 @@ import httpx
 import jwt
 import pytest
 from sqlalchemy import select, text
+
 from taskhub_common.outbox import outbox
 from taskhub_common.testing import bearer, new_user
-
-pytestmark = pytest.mark.asyncio
 
 
 async def test_register_returns_token_and_user(client: httpx.AsyncClient) -> None:

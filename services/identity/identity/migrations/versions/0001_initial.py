@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
 from taskhub_common.migrations import create_outbox_and_inbox
 
 revision: str = "0001"

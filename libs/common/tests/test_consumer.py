@@ -1,0 +1,176 @@
+"""Consuming events: inbox de-duplication, bounded retries, dead-letter queue.
+
+The same scenarios run on RabbitMQ and on the embedded mode's in-process bus."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskhub_common.bus import EventBus, InProcessBus, RabbitMQBus, retry_queue_name
+from taskhub_common.consumer import EventConsumer
+from taskhub_common.db import Database
+from taskhub_common.events import EventEnvelope
+from taskhub_common.outbox import inbox
+from taskhub_common.testing import RABBITMQ_URL
+
+RETRY_DELAYS_MS = [100, 200]
+MAX_ATTEMPTS = 3
+
+
+@pytest.fixture(params=["rabbitmq", "in-process"])
+async def bus(request) -> AsyncIterator[EventBus]:
+    bus: EventBus = RabbitMQBus(RABBITMQ_URL) if request.param == "rabbitmq" else InProcessBus()
+    await bus.start()
+    if isinstance(bus, RabbitMQBus):
+        async with asyncio.timeout(30):
+            await bus.wait_connected()
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+def service() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+async def delete_queues(service: str) -> AsyncIterator[None]:
+    """Durable test queues would pile up in the broker run after run."""
+    yield
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        base = f"{service}.events"
+        names = [base, f"{base}.dlq", *(retry_queue_name(base, ms) for ms in RETRY_DELAYS_MS)]
+        for name in names:
+            await channel.queue_delete(name)
+
+
+async def until(condition, timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+
+async def handled_count(database: Database, handled_table, event_id: uuid.UUID) -> int:
+    async with database.sessionmaker() as session:
+        return await session.scalar(
+            select(func.count())
+            .select_from(handled_table)
+            .where(handled_table.c.event_id == event_id)
+        )
+
+
+async def subscribe(bus: EventBus, service: str, database: Database, handler) -> str:
+    event_type = f"{service}.happened"
+    consumer = EventConsumer(service, database, {event_type: handler})
+    await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS)
+    return event_type
+
+
+async def dead_letters(bus: EventBus, service: str) -> list[EventEnvelope]:
+    """What ended in the dead-letter queue `<service>.events.dlq`."""
+    queue_name = f"{service}.events.dlq"
+    if isinstance(bus, InProcessBus):
+        return list(bus.subscriptions[f"{service}.events"].dead_letters)
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, durable=True)
+        found = []
+        while (message := await queue.get(fail=False)) is not None:
+            found.append(EventEnvelope.model_validate_json(message.body))
+            await message.nack(requeue=True)  # inspect, leave it for replay
+            if len(found) >= 10:
+                break
+        return found
+
+
+async def test_duplicate_delivery_is_handled_once(
+    bus: EventBus, service: str, database: Database, handled_table
+) -> None:
+    async def record(session: AsyncSession, event: EventEnvelope) -> None:
+        await session.execute(insert(handled_table).values(event_id=event.id, note="once"))
+
+    event_type = await subscribe(bus, service, database, record)
+    event = EventEnvelope(type=event_type, producer="backbone")
+    await bus.publish(event, {})
+    await bus.publish(event, {})  # the relay may publish twice after a crash
+
+    async def inbox_has_it() -> bool:
+        async with database.sessionmaker() as session:
+            return bool(
+                await session.scalar(select(inbox.c.event_id).where(inbox.c.event_id == event.id))
+            )
+
+    await until(inbox_has_it)
+    await asyncio.sleep(0.5)  # room for the duplicate to be (not) handled
+    assert await handled_count(database, handled_table, event.id) == 1
+
+
+async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
+    bus: EventBus, service: str, database: Database, handled_table
+) -> None:
+    attempts: list[uuid.UUID] = []
+
+    async def always_fails(session: AsyncSession, event: EventEnvelope) -> None:
+        attempts.append(event.id)
+        await session.execute(insert(handled_table).values(event_id=event.id, note="rolled back"))
+        raise RuntimeError("handler bug")
+
+    event_type = await subscribe(bus, service, database, always_fails)
+    event = EventEnvelope(type=event_type, producer="backbone")
+    publishing = asyncio.create_task(bus.publish(event, {}))
+
+    async def dead_lettered() -> bool:
+        return event.id in {dead.id for dead in await dead_letters(bus, service)}
+
+    await until(dead_lettered)
+    await publishing
+    await asyncio.sleep(0.5)
+    assert attempts == [event.id] * MAX_ATTEMPTS
+    # Each failed attempt rolled back its writes and its inbox row.
+    assert await handled_count(database, handled_table, event.id) == 0
+
+
+async def test_handler_that_fails_once_succeeds_on_retry(
+    bus: EventBus, service: str, database: Database, handled_table
+) -> None:
+    calls = 0
+
+    async def flaky(session: AsyncSession, event: EventEnvelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("transient")
+        await session.execute(insert(handled_table).values(event_id=event.id, note="retried"))
+
+    event_type = await subscribe(bus, service, database, flaky)
+    event = EventEnvelope(type=event_type, producer="backbone")
+    await bus.publish(event, {})
+
+    async def handled() -> bool:
+        return await handled_count(database, handled_table, event.id) == 1
+
+    await until(handled)
+    assert calls == 2
+    assert await dead_letters(bus, service) == []
+
+
+async def test_events_without_a_handler_are_ignored(
+    bus: EventBus, service: str, database: Database
+) -> None:
+    consumer = EventConsumer(service, database, {})
+    await consumer.process(EventEnvelope(type="nobody.cares", producer="backbone"))
+    async with database.sessionmaker() as session:
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(inbox).where(inbox.c.consumer == consumer.queue)
+            )
+            == 0
+        )

@@ -1,0 +1,164 @@
+"""The outbox relay against real PostgreSQL and RabbitMQ."""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+from sqlalchemy import select
+
+from taskhub_common.bus import RabbitMQBus
+from taskhub_common.db import Database
+from taskhub_common.events import EXCHANGE, EventEnvelope
+from taskhub_common.outbox import OutboxRelay, add_event, outbox
+from taskhub_common.testing import RABBITMQ_URL
+
+from .tcp_proxy import TcpProxy
+
+
+class Listener:
+    """A temporary queue on the real broker that collects the events of one routing key."""
+
+    def __init__(self, routing_key: str) -> None:
+        self.routing_key = routing_key
+        self.received: list[EventEnvelope] = []
+        self.arrived = asyncio.Event()
+
+    async def __aenter__(self) -> "Listener":
+        self.connection = await aio_pika.connect_robust(RABBITMQ_URL)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, self.routing_key)
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                self.received.append(EventEnvelope.model_validate_json(message.body))
+                self.arrived.set()
+
+        await queue.consume(collect)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def wait_for(self, count: int, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def new_event(routing_key: str) -> EventEnvelope:
+    return EventEnvelope(type=routing_key, producer="backbone", aggregate_id=uuid.uuid4())
+
+
+async def is_sent(database: Database, event_id: uuid.UUID) -> bool:
+    async with database.sessionmaker() as session:
+        sent_at = await session.scalar(select(outbox.c.sent_at).where(outbox.c.id == event_id))
+    return sent_at is not None
+
+
+async def wait_until_sent(database: Database, event_id: uuid.UUID, timeout: float = 10) -> None:
+    """The broker's confirm comes before the relay's commit: the row is marked a moment later."""
+    async with asyncio.timeout(timeout):
+        while not await is_sent(database, event_id):
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_relay(database: Database, bus: RabbitMQBus) -> AsyncIterator[OutboxRelay]:
+    relay = OutboxRelay(database, bus, poll_seconds=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+
+
+async def test_committed_event_is_published_with_its_envelope(database: Database) -> None:
+    key = f"test.{uuid.uuid4().hex}.created"
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    async with Listener(key) as listener, running_relay(database, bus):
+        event = new_event(key)
+        async with database.sessionmaker.begin() as session:
+            await add_event(session, event)
+        await listener.wait_for(1)
+        await wait_until_sent(database, event.id)
+    assert listener.received == [event]
+
+
+async def test_rolled_back_event_is_never_published(database: Database) -> None:
+    key = f"test.{uuid.uuid4().hex}.created"
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    async with Listener(key) as listener, running_relay(database, bus):
+        rolled_back = new_event(key)
+        async with database.sessionmaker() as session:
+            await add_event(session, rolled_back)
+            await session.rollback()
+        committed = new_event(key)
+        async with database.sessionmaker.begin() as session:
+            await add_event(session, committed)
+        await listener.wait_for(1)
+        await asyncio.sleep(0.5)
+    assert [event.id for event in listener.received] == [committed.id]
+    async with database.sessionmaker() as session:
+        assert (
+            await session.scalar(select(outbox.c.id).where(outbox.c.id == rolled_back.id)) is None
+        )
+
+
+async def test_event_committed_while_broker_unreachable_is_published_when_it_is_back(
+    database: Database,
+) -> None:
+    key = f"test.{uuid.uuid4().hex}.created"
+    proxy = TcpProxy(5672)
+    await proxy.start()
+    await proxy.stop()  # RabbitMQ is unreachable from the start
+    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    await bus.start()
+    async with Listener(key) as listener, running_relay(database, bus):
+        events = [new_event(key) for _ in range(3)]
+        for event in events:
+            async with database.sessionmaker.begin() as session:
+                await add_event(session, event)
+        await asyncio.sleep(1.5)
+        assert listener.received == []
+        assert not await is_sent(database, events[0].id)
+        await proxy.start()
+        await listener.wait_for(3)
+        for event in events:
+            await wait_until_sent(database, event.id)
+    assert [event.id for event in listener.received] == [event.id for event in events]
+    await proxy.stop()
+
+
+async def test_connection_lost_mid_work_loses_nothing(database: Database) -> None:
+    key = f"test.{uuid.uuid4().hex}.created"
+    proxy = TcpProxy(5672)
+    await proxy.start()
+    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    await bus.start()
+    async with Listener(key) as listener, running_relay(database, bus):
+        before = new_event(key)
+        async with database.sessionmaker.begin() as session:
+            await add_event(session, before)
+        await listener.wait_for(1)
+        await proxy.stop()  # the broker connection drops while the service keeps working
+        during = [new_event(key) for _ in range(5)]
+        for event in during:
+            async with database.sessionmaker.begin() as session:
+                await add_event(session, event)
+        await asyncio.sleep(1)
+        await proxy.start()
+        await listener.wait_for(6)
+    received = {event.id for event in listener.received}
+    assert received == {before.id, *(event.id for event in during)}
+    await proxy.stop()

@@ -1,0 +1,29 @@
+"""`make run`'s promise: data survives a restart, and Ctrl-C stops the process cleanly."""
+
+import httpx
+
+from taskhub_common.testing import bearer, new_user
+from tests.e2e.stack import Stack
+
+
+def test_user_survives_a_restart_of_the_embedded_mode(tmp_path) -> None:
+    stack = Stack("embedded", tmp_path)
+    body = new_user()
+    base_url = stack.start()
+    try:
+        assert httpx.post(f"{base_url}/api/auth/register", json=body).status_code == 201
+    finally:
+        assert stack.stop() == [0]
+
+    base_url = stack.start()
+    try:
+        login = httpx.post(
+            f"{base_url}/api/auth/login",
+            json={"email": body["email"], "password": body["password"]},
+        )
+        assert login.status_code == 200
+        me = httpx.get(f"{base_url}/api/auth/me", headers=bearer(login.json()["access_token"]))
+        assert me.json()["username"] == body["username"]
+    finally:
+        assert stack.stop() == [0]
+    assert (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()
