@@ -4,7 +4,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-distributed test test-unit test-e2e lint format
+.PHONY: install run run-distributed test test-unit test-e2e lint format dlq
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -14,7 +14,8 @@ install:
 run: install
 	HOST=$(HOST) PORT=$(PORT) $(UV) run --frozen python -m gateway.embedded
 
-## The distributed mode on local PostgreSQL, RabbitMQ and Redis: one process per service.
+## The distributed mode on local PostgreSQL, RabbitMQ and Redis: one process per service,
+## gateway on PORT, identity on 8001.
 run-distributed: install
 	$(UV) run --frozen python -m tests.e2e.stack
 
@@ -27,6 +28,10 @@ test-unit: install
 
 test-e2e: install
 	$(UV) run --frozen pytest tests/e2e
+
+## Dead letters of one service: `make dlq SERVICE=identity` lists them, add REPLAY=1 to replay.
+dlq: install
+	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 
 lint: install
 	$(UV) run --frozen ruff check .

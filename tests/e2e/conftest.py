@@ -14,7 +14,10 @@ from tests.e2e.stack import Stack
 @pytest.fixture(scope="session", params=["embedded", "distributed"])
 async def stack(request, tmp_path_factory) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp(request.param)
-    running = Stack(request.param, workdir)
+    # The gateway believes X-Forwarded-For from 127.0.0.1: each test is a client of its own.
+    running = Stack(
+        request.param, workdir, extra_env={"ENVIRONMENT": "test", "TRUSTED_PROXIES": "127.0.0.1"}
+    )
     if request.param == "distributed":
         await recreate_database(running.database)
     running.start()

@@ -76,18 +76,16 @@ class Stack:
     database: str = "taskhub_e2e"
     # Settings every process of the stack gets, on top of the mode's own.
     extra_env: dict[str, str] = field(default_factory=dict)
+    # 0: any free port.
+    gateway_port: int = 0
+    identity_port: int = 0
     processes: list[Process] = field(default_factory=list)
     base_url: str = ""
 
     def start(self) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        gateway_port = free_port()
-        common = {
-            "ENVIRONMENT": "test",
-            "TRUSTED_PROXIES": "127.0.0.1",
-            "DATA_DIR": str(self.workdir / "var"),
-            **self.extra_env,
-        }
+        gateway_port = self.gateway_port or free_port()
+        common = {"DATA_DIR": str(self.workdir / "var"), **self.extra_env}
         python = sys.executable
         if self.mode == "embedded":
             self.processes = [
@@ -99,7 +97,7 @@ class Stack:
                 )
             ]
         else:
-            identity_port = free_port()
+            identity_port = self.identity_port or free_port()
             servers = {
                 **common,
                 "DB_HOST": PG_HOST,
@@ -177,7 +175,13 @@ def uvicorn(python: str, factory: str, port: int) -> list[str]:
 def main() -> None:
     """`make run-distributed`: the distributed stack on local servers until Ctrl-C."""
     asyncio.run(create_database_if_missing("taskhub"))
-    stack = Stack("distributed", REPO / "var" / "distributed", database="taskhub")
+    stack = Stack(
+        "distributed",
+        REPO / "var" / "distributed",
+        database="taskhub",
+        gateway_port=int(os.environ.get("PORT", "8000")),
+        identity_port=8001,
+    )
     print(f"TaskHub (distributed) at {stack.start()}; Ctrl-C stops it")
     try:
         signal.pause()

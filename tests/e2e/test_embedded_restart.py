@@ -7,7 +7,7 @@ from tests.e2e.stack import Stack
 
 
 def test_user_survives_a_restart_of_the_embedded_mode(tmp_path) -> None:
-    stack = Stack("embedded", tmp_path)
+    stack = Stack("embedded", tmp_path, extra_env={"ENVIRONMENT": "test"})
     body = new_user()
     base_url = stack.start()
     try:

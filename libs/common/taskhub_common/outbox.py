@@ -90,12 +90,15 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 100,
         keep_sent: timedelta = timedelta(days=7),
+        # Longer: a dead letter replayed weeks later must still find its event handled.
+        keep_processed: timedelta = timedelta(days=30),
     ) -> None:
         self.database = database
         self.bus = bus
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.keep_sent = keep_sent
+        self.keep_processed = keep_processed
         self._pruned_at = 0.0
 
     async def run(self) -> None:
@@ -153,8 +156,11 @@ class OutboxRelay:
         return len(rows)
 
     async def prune(self) -> None:
-        """Drop rows published long ago; the outbox is a queue, not an archive."""
+        """Drop rows published or processed long ago: outbox and inbox are not archives."""
         async with self.database.sessionmaker() as session, session.begin():
             await session.execute(
                 delete(outbox).where(outbox.c.sent_at < func.now() - self.keep_sent)
+            )
+            await session.execute(
+                delete(inbox).where(inbox.c.processed_at < func.now() - self.keep_processed)
             )

@@ -1,7 +1,8 @@
 """Settings shared by every service.
 
-Every variable of the original TaskHub README is read here or in a service's own settings class.
-Defaults are the safe ones of the embedded mode: no server named means "run it in-process".
+Each service's settings class extends this base; the README's table says which service reads
+which variable. Defaults are the safe ones of the embedded mode: no server named means "run it
+in-process".
 """
 
 from pathlib import Path
@@ -56,7 +57,8 @@ class ServiceSettings(BaseSettings):
     REDIS_USER: str = ""
     REDIS_PASSWORD: str = ""
 
-    # Where the identity service publishes its signing keys (JWKS); unset: same process.
+    # The identity service, whose JWKS verifies access tokens; in the embedded mode this URL
+    # names the in-process app.
     IDENTITY_URL: str = "http://127.0.0.1:8001"
     JWT_ISSUER: str = "taskhub-identity"
     JWT_AUDIENCE: str = "taskhub"

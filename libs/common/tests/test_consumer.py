@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskhub_common.bus import EventBus, InProcessBus, RabbitMQBus, retry_queue_name
 from taskhub_common.consumer import EventConsumer
 from taskhub_common.db import Database
+from taskhub_common.dlq import inspect_dead_letters, replay_dead_letters
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import inbox
 from taskhub_common.testing import RABBITMQ_URL
@@ -73,22 +74,13 @@ async def subscribe(bus: EventBus, service: str, database: Database, handler) ->
     return event_type
 
 
-async def dead_letters(bus: EventBus, service: str) -> list[EventEnvelope]:
-    """What ended in the dead-letter queue `<service>.events.dlq`."""
-    queue_name = f"{service}.events.dlq"
+async def dead_letters(bus: EventBus, service: str) -> list[uuid.UUID]:
+    """Ids of what ended in the dead-letter queue `<service>.events.dlq`."""
     if isinstance(bus, InProcessBus):
-        return list(bus.subscriptions[f"{service}.events"].dead_letters)
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, durable=True)
-        found = []
-        while (message := await queue.get(fail=False)) is not None:
-            found.append(EventEnvelope.model_validate_json(message.body))
-            await message.nack(requeue=True)  # inspect, leave it for replay
-            if len(found) >= 10:
-                break
-        return found
+        return [event.id for event in bus.subscriptions[f"{service}.events"].dead_letters]
+    return [
+        uuid.UUID(letter.event_id) for letter in await inspect_dead_letters(RABBITMQ_URL, service)
+    ]
 
 
 async def test_duplicate_delivery_is_handled_once(
@@ -128,7 +120,7 @@ async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
     publishing = asyncio.create_task(bus.publish(event, {}))
 
     async def dead_lettered() -> bool:
-        return event.id in {dead.id for dead in await dead_letters(bus, service)}
+        return event.id in await dead_letters(bus, service)
 
     await until(dead_lettered)
     await publishing
@@ -174,3 +166,43 @@ async def test_events_without_a_handler_are_ignored(
             )
             == 0
         )
+
+
+async def test_dead_letters_can_be_inspected_and_replayed(
+    service: str, database: Database, handled_table
+) -> None:
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    async with asyncio.timeout(30):
+        await bus.wait_connected()
+    fixed = False
+
+    async def fails_until_fixed(session: AsyncSession, event: EventEnvelope) -> None:
+        if not fixed:
+            raise RuntimeError("bug, fixed in the next release")
+        await session.execute(insert(handled_table).values(event_id=event.id, note="replayed"))
+
+    event_type = await subscribe(bus, service, database, fails_until_fixed)
+    event = EventEnvelope(type=event_type, producer="backbone")
+    await bus.publish(event, {})
+
+    async def dead_lettered() -> bool:
+        return event.id in await dead_letters(bus, service)
+
+    await until(dead_lettered)
+    letters = await inspect_dead_letters(RABBITMQ_URL, service)
+    assert [(letter.event_type, letter.attempts) for letter in letters] == [
+        (event_type, MAX_ATTEMPTS)
+    ]
+    assert "bug, fixed" in letters[0].error
+    assert await dead_letters(bus, service) == [event.id], "inspecting must not take them away"
+
+    fixed = True
+    assert await replay_dead_letters(RABBITMQ_URL, service) == 1
+
+    async def handled() -> bool:
+        return await handled_count(database, handled_table, event.id) == 1
+
+    await until(handled)
+    assert await dead_letters(bus, service) == []
+    await bus.close()

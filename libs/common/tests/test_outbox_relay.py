@@ -4,14 +4,15 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aio_pika
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 
 from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
-from taskhub_common.outbox import OutboxRelay, add_event, outbox
+from taskhub_common.outbox import OutboxRelay, add_event, inbox, outbox
 from taskhub_common.testing import RABBITMQ_URL
 
 from .tcp_proxy import TcpProxy
@@ -162,3 +163,41 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
     received = {event.id for event in listener.received}
     assert received == {before.id, *(event.id for event in during)}
     await proxy.stop()
+
+
+async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) -> None:
+    old_sent, recent_sent, unsent = (new_event(f"test.{uuid.uuid4().hex}.x") for _ in range(3))
+    old_processed, recent_processed = uuid.uuid4(), uuid.uuid4()
+    async with database.sessionmaker.begin() as session:
+        for event in (old_sent, recent_sent, unsent):
+            await add_event(session, event)
+        await session.execute(
+            update(outbox)
+            .where(outbox.c.id == old_sent.id)
+            .values(sent_at=func.now() - timedelta(days=8))
+        )
+        await session.execute(
+            update(outbox).where(outbox.c.id == recent_sent.id).values(sent_at=func.now())
+        )
+        await session.execute(
+            insert(inbox).values(
+                consumer="prune",
+                event_id=old_processed,
+                processed_at=func.now() - timedelta(days=31),
+            )
+        )
+        await session.execute(insert(inbox).values(consumer="prune", event_id=recent_processed))
+    # Unsent rows must stay whatever their age; the relay is not running, so this one is.
+    relay = OutboxRelay(database, RabbitMQBus(RABBITMQ_URL))
+    await relay.prune()
+    async with database.sessionmaker() as session:
+        ids = set(
+            await session.scalars(
+                select(outbox.c.id).where(outbox.c.id.in_([old_sent.id, recent_sent.id, unsent.id]))
+            )
+        )
+        processed = set(
+            await session.scalars(select(inbox.c.event_id).where(inbox.c.consumer == "prune"))
+        )
+    assert ids == {recent_sent.id, unsent.id}
+    assert processed == {recent_processed}

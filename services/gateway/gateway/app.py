@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import ipaddress
+import math
+import time
 from typing import Any
 
 import httpx
@@ -111,13 +113,23 @@ async def _readiness(client: httpx.AsyncClient) -> dict[str, Any]:
     return {"status": "ok" if response.status_code == 200 else "unavailable", **body}
 
 
+def seconds_until_reset(limiter: Limiter, request: Request) -> int:
+    limit, key = request.state.view_rate_limit
+    try:
+        reset_at, _ = limiter.limiter.get_window_stats(limit, *key)
+    except Exception:
+        return limit.get_expiry()  # storage unreachable: a whole window is a safe answer
+    return max(1, math.ceil(reset_at - time.time()))
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     table = upstreams(settings)
     limiter = Limiter(
         key_func=rate_limit_key,
         storage_uri=settings.redis_url or "memory://",
-        headers_enabled=True,
+        # slowapi's Redis client is synchronous: keep a dead Redis from stalling the loop.
+        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         key_style="endpoint",
         # Redis down: count in memory rather than refuse or fail every request.
         in_memory_fallback_enabled=True,
@@ -155,8 +167,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.exception_handler(RateLimitExceeded)
     async def rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
-        response = error_response(429, f"Rate limit exceeded: {exc.detail}")
-        return limiter._inject_headers(response, request.state.view_rate_limit)
+        return error_response(
+            429,
+            f"Rate limit exceeded: {exc.detail}",
+            headers={"Retry-After": str(seconds_until_reset(limiter, request))},
+        )
 
     app.add_middleware(
         CORSMiddleware,

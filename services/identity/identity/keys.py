@@ -43,9 +43,21 @@ class KeyRing:
                 .order_by(SigningKey.created_at.desc())
             )
         ).all()
-        active = next((key for key in keys if key.algorithm == self.settings.ALGORITHM), None)
-        private_key = self._decrypt(active) if active else None
-        if active is None or private_key is None:
+        usable = []
+        for key in keys:
+            private_key = self._decrypt(key)
+            if private_key is None:
+                # Sealed with another SECRET_KEY: a changed secret retires the keys it sealed,
+                # and the tokens they signed stop verifying.
+                key.retired_at = datetime.now(UTC)
+            else:
+                usable.append((key, private_key))
+        keys = [key for key, _ in usable]
+        active, private_key = next(
+            ((key, private) for key, private in usable if key.algorithm == self.settings.ALGORITHM),
+            (None, None),
+        )
+        if active is None:
             active, private_key = self._generate()
             session.add(active)
             keys = [active, *keys]
@@ -56,7 +68,7 @@ class KeyRing:
         try:
             pem = self._fernet.decrypt(key.private_key.encode())
         except InvalidToken:
-            return None  # SECRET_KEY changed: a new key is made, old tokens stop verifying
+            return None
         return serialization.load_pem_private_key(pem, password=None)
 
     def _generate(self) -> tuple[SigningKey, object]:

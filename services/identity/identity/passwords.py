@@ -19,4 +19,7 @@ async def verify_password(password: str, hashed: str | None) -> bool:
     if hashed is None:
         await asyncio.to_thread(_hasher.verify, password, _DUMMY_HASH)
         return False
-    return await asyncio.to_thread(_hasher.verify, password, hashed)
+    try:
+        return await asyncio.to_thread(_hasher.verify, password, hashed)
+    except ValueError:
+        return False  # e.g. a bcrypt hash and a password over bcrypt's 72 bytes

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from identity.app import create_app
 from identity.settings import IdentitySettings
-from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database
+from taskhub_common.testing import database_env, new_user, recreate_database
 
 DATABASE = "taskhub_test_identity"
 
@@ -14,9 +14,7 @@ DATABASE = "taskhub_test_identity"
 @pytest.fixture(scope="session")
 async def app() -> AsyncIterator[FastAPI]:
     await recreate_database(DATABASE)
-    settings = IdentitySettings(
-        DB_HOST=PG_HOST, DB_PORT=PG_PORT, DB_USER=PG_USER, DB_NAME=DATABASE, ENVIRONMENT="test"
-    )
+    settings = IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test")
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

@@ -5,8 +5,12 @@ import jwt
 import pytest
 from sqlalchemy import select, text
 
+from identity.app import create_app
+from identity.settings import IdentitySettings
 from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, new_user
+from taskhub_common.testing import bearer, database_env, new_user
+
+from .conftest import DATABASE
 
 
 async def test_register_returns_token_and_user(client: httpx.AsyncClient) -> None:
@@ -301,3 +305,29 @@ async def test_health(client: httpx.AsyncClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"broker": "ok", "database": "ok"}
+
+
+async def test_changed_secret_key_retires_the_keys_it_sealed(
+    client: httpx.AsyncClient, registered
+) -> None:
+    old_kid = jwt.get_unverified_header(registered["access_token"])["kid"]
+    rotated = create_app(
+        IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test", SECRET_KEY="a-new-secret")
+    )
+    async with (
+        rotated.router.lifespan_context(rotated),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=rotated), base_url="http://x") as other,
+    ):
+        jwks = (await other.get("/.well-known/jwks.json")).json()
+        assert old_kid not in {key["kid"] for key in jwks["keys"]}
+        me = await other.get("/api/auth/me", headers=bearer(registered["access_token"]))
+        assert me.status_code == 401
+        fresh = await other.post(
+            "/api/auth/login",
+            json={
+                "email": registered["request"]["email"],
+                "password": registered["request"]["password"],
+            },
+        )
+        assert fresh.status_code == 200
+        assert jwt.get_unverified_header(fresh.json()["access_token"])["kid"] != old_kid
