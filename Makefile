@@ -12,7 +12,7 @@ install:
 
 ## The embedded mode: PostgreSQL from a wheel, in-process bus, data under var/. Ctrl-C stops it.
 run: install
-	HOST=$(HOST) PORT=$(PORT) $(UV) run --frozen python -m gateway.embedded
+	HOST=$(HOST) PORT=$(PORT) .venv/bin/python -m gateway.embedded
 
 ## The distributed mode on local PostgreSQL, RabbitMQ and Redis: one process per service,
 ## gateway on PORT, identity on 8001.

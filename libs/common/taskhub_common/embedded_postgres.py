@@ -32,3 +32,14 @@ def ensure_database(data_dir: Path, database: str) -> str:
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{database}";')
     return str(pgdata)
+
+
+def stop_all() -> None:
+    """Stop the servers this process started, once the services using them have stopped."""
+    with _lock:
+        for pgdata, server in list(_servers.items()):
+            try:
+                server.cleanup()
+            except Exception:
+                logger.warning("embedded PostgreSQL did not stop cleanly", exc_info=True)
+            del _servers[pgdata]

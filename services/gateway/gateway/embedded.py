@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from gateway.upstreams import upstreams
+from taskhub_common import embedded_postgres
 from taskhub_common.http import register_local_app
 
 
@@ -44,6 +45,13 @@ def create_embedded_app() -> FastAPI:
 
 
 def main() -> None:
+    try:
+        _serve()
+    finally:
+        embedded_postgres.stop_all()
+
+
+def _serve() -> None:
     uvicorn.run(
         create_embedded_app(),
         host=os.environ.get("HOST", "127.0.0.1"),
