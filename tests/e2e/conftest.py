@@ -1,28 +1,58 @@
 """The end-to-end suite runs once per mode, against real processes over real HTTP."""
 
+import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from taskhub_common.testing import recreate_database
+from taskhub_common.testing import TcpProxy, recreate_database
 from tests.e2e.stack import Stack
 
 
+@pytest.fixture(scope="session")
+def tasks_redis() -> Iterator[TcpProxy]:
+    """The tasks service reaches Redis through this proxy, so a test can take Redis away from
+    it without stopping the server the rest of the suite uses."""
+    proxy = TcpProxy(6379)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
 @pytest.fixture(scope="session", params=["embedded", "distributed"])
-async def stack(request, tmp_path_factory) -> AsyncIterator[Stack]:
+async def stack(request, tmp_path_factory, tasks_redis: TcpProxy) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp(request.param)
     # The gateway believes X-Forwarded-For from 127.0.0.1: each test is a client of its own.
     running = Stack(
-        request.param, workdir, extra_env={"ENVIRONMENT": "test", "TRUSTED_PROXIES": "127.0.0.1"}
+        request.param,
+        workdir,
+        extra_env={"ENVIRONMENT": "test", "TRUSTED_PROXIES": "127.0.0.1"},
+        service_env={"tasks": {"REDIS_PORT": str(tasks_redis.port)}},
     )
     if request.param == "distributed":
         await recreate_database(running.database)
     running.start()
     yield running
     assert running.stop() == [0] * len(running.processes), "a process did not stop cleanly"
+
+
+@pytest.fixture
+def redis_outage(stack: Stack, tasks_redis: TcpProxy):
+    """Take Redis away from the tasks service for the duration of a `with` block. (The
+    embedded mode has no Redis: its cache lives in the process.)"""
+
+    @contextlib.contextmanager
+    def outage() -> Iterator[None]:
+        tasks_redis.stop()
+        try:
+            yield
+        finally:
+            tasks_redis.start()
+
+    return outage
 
 
 @pytest.fixture

@@ -28,6 +28,12 @@ from taskhub_common.testing import (
 
 REPO = Path(__file__).resolve().parents[2]
 
+# name, app factory, the setting that tells the others its URL, its port with fixed ports.
+DISTRIBUTED_SERVICES = [
+    ("identity", "identity.app:create_app", "IDENTITY_URL", 8001),
+    ("tasks", "tasks.app:create_app", "TASKS_URL", 8002),
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -76,15 +82,16 @@ class Stack:
     database: str = "taskhub_e2e"
     # Settings every process of the stack gets, on top of the mode's own.
     extra_env: dict[str, str] = field(default_factory=dict)
-    # 0: any free port.
-    gateway_port: int = 0
-    identity_port: int = 0
+    # Extra settings of one service only, by name (e.g. its Redis behind a proxy a test cuts).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The ports of DISTRIBUTED_SERVICES and PORT for the gateway; otherwise any free ports.
+    fixed_ports: bool = False
     processes: list[Process] = field(default_factory=list)
     base_url: str = ""
 
     def start(self) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        gateway_port = self.gateway_port or free_port()
+        gateway_port = int(os.environ.get("PORT", "8000")) if self.fixed_ports else free_port()
         common = {"DATA_DIR": str(self.workdir / "var"), **self.extra_env}
         python = sys.executable
         if self.mode == "embedded":
@@ -97,7 +104,10 @@ class Stack:
                 )
             ]
         else:
-            identity_port = self.identity_port or free_port()
+            ports = {
+                name: port if self.fixed_ports else free_port()
+                for name, _, _, port in DISTRIBUTED_SERVICES
+            }
             servers = {
                 **common,
                 "DB_HOST": PG_HOST,
@@ -106,21 +116,26 @@ class Stack:
                 "DB_NAME": self.database,
                 "RABBITMQ_URL": RABBITMQ_URL,
                 "REDIS_HOST": REDIS_HOST,
-                "IDENTITY_URL": f"http://127.0.0.1:{identity_port}",
+                **{
+                    url_setting: f"http://127.0.0.1:{ports[name]}"
+                    for name, _, url_setting, _ in DISTRIBUTED_SERVICES
+                },
             }
             self.processes = [
                 Process(
-                    "identity",
-                    uvicorn(python, "identity.app:create_app", identity_port),
-                    servers,
-                    self.workdir / "identity.log",
-                ),
+                    name,
+                    uvicorn(python, factory, ports[name]),
+                    {**servers, **self.service_env.get(name, {})},
+                    self.workdir / f"{name}.log",
+                )
+                for name, factory, _, _ in DISTRIBUTED_SERVICES
+            ] + [
                 Process(
                     "gateway",
                     uvicorn(python, "gateway.app:create_app", gateway_port),
                     servers,
                     self.workdir / "gateway.log",
-                ),
+                )
             ]
         for process in self.processes:
             process.start()
@@ -175,13 +190,7 @@ def uvicorn(python: str, factory: str, port: int) -> list[str]:
 def main() -> None:
     """`make run-distributed`: the distributed stack on local servers until Ctrl-C."""
     asyncio.run(create_database_if_missing("taskhub"))
-    stack = Stack(
-        "distributed",
-        REPO / "var" / "distributed",
-        database="taskhub",
-        gateway_port=int(os.environ.get("PORT", "8000")),
-        identity_port=8001,
-    )
+    stack = Stack("distributed", REPO / "var" / "distributed", database="taskhub", fixed_ports=True)
     print(f"TaskHub (distributed) at {stack.start()}; Ctrl-C stops it")
     try:
         signal.pause()

@@ -10,14 +10,8 @@ import pytest
 
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.testing import RABBITMQ_URL, bearer, new_user
+from tests.e2e.accounts import register
 from tests.e2e.stack import Stack
-
-
-async def register(api: httpx.AsyncClient, body: dict | None = None) -> dict:
-    body = body or new_user()
-    response = await api.post("/api/auth/register", json=body)
-    assert response.status_code == 201, response.text
-    return {"request": body, **response.json()}
 
 
 async def test_register_login_me(api: httpx.AsyncClient) -> None:

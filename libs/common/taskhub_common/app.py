@@ -65,6 +65,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 consumer = EventConsumer(settings.SERVICE_NAME, database, spec.event_handlers)
                 await consumer.subscribe(bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms)
         identity_client = make_http_client(settings.IDENTITY_URL, timeout=5.0)
+        app.state.identity_client = identity_client
         key_source = (
             spec.key_source(app)
             if spec.key_source
@@ -94,6 +95,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         version=settings.APP_VERSION,
         description=spec.description,
         lifespan=lifespan,
+        # A redirect would point at the service's own address, which is not public.
+        redirect_slashes=False,
         **({} if spec.openapi_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
     )
     app.state.settings = settings

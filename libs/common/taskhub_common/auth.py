@@ -3,7 +3,7 @@
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
 import httpx
@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
 
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "RS256", "ES256")
+MIN_FETCH_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Principal:
     user_id: uuid.UUID
     token_id: str
     expires_at: int
+    # The bearer token itself, for calls made on the caller's behalf; kept out of reprs and logs.
+    token: str = field(repr=False)
 
 
 class KeySource(Protocol):
@@ -40,13 +43,17 @@ class JwksKeySource:
         self.path = path
         self.ttl = ttl
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
+        self._fetched_at = -ttl
+        # Any fetch, failed ones too: no caller fetches again within MIN_FETCH_INTERVAL of it,
+        # so neither unknown `kid`s nor a hanging identity can make every request fetch.
+        self._attempted_at = -MIN_FETCH_INTERVAL
         self._lock = asyncio.Lock()
 
     async def get_key(self, kid: str) -> jwt.PyJWK:
-        age = time.monotonic() - self._fetched_at
-        if age > self.ttl or (kid not in self._keys and age > 5):
+        if kid not in self._keys or time.monotonic() - self._fetched_at > self.ttl:
             await self._refresh()
+        if not self._keys:
+            raise ServiceUnavailable("Identity keys are unavailable")
         try:
             return self._keys[kid]
         except KeyError:
@@ -54,16 +61,15 @@ class JwksKeySource:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < 1:
-                return  # another caller just refreshed
+            if time.monotonic() - self._attempted_at < MIN_FETCH_INTERVAL:
+                return
+            self._attempted_at = time.monotonic()
             try:
                 response = await self.client.get(self.path)
                 response.raise_for_status()
                 key_set = jwt.PyJWKSet.from_dict(response.json())
-            except (httpx.HTTPError, jwt.PyJWKSetError) as exc:
-                if self._keys:
-                    return  # keep serving with the keys we have
-                raise ServiceUnavailable("Identity keys are unavailable") from exc
+            except (httpx.HTTPError, ValueError, jwt.PyJWKSetError):
+                return  # keep serving with the keys we have, if any
             self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
             self._fetched_at = time.monotonic()
 
@@ -94,7 +100,7 @@ class TokenVerifier:
             )
             if claims.get("typ") != "access":
                 raise NotAuthenticated()
-            return Principal(uuid.UUID(claims["sub"]), claims["jti"], claims["exp"])
+            return Principal(uuid.UUID(claims["sub"]), claims["jti"], claims["exp"], token)
         except (jwt.InvalidTokenError, ValueError):
             raise NotAuthenticated() from None
 

@@ -6,6 +6,7 @@ inbox makes it so) and raises to ask for a retry.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -128,20 +129,27 @@ class RabbitMQBus:
         delay = 0.5
         while True:
             try:
-                self.connection = await aio_pika.connect_robust(self.url, timeout=10)
+                await self._connect_once()
                 break
             except (OSError, AMQPError, TimeoutError) as exc:
                 logger.warning("RabbitMQ unreachable (%s); retrying in %.1fs", exc, delay)
+                if self.connection is not None:
+                    with contextlib.suppress(Exception):
+                        await self.connection.close()
+                    self.connection = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
+        self._connected.set()
+        logger.info("connected to RabbitMQ")
+
+    async def _connect_once(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.url, timeout=10)
         channel = await self.connection.channel(publisher_confirms=True)
         self._publish_exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
         for subscription in self._subscriptions:
             await self._declare_and_consume(subscription)
-        self._connected.set()
-        logger.info("connected to RabbitMQ")
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -259,8 +267,10 @@ class RabbitMQBus:
                         timeout=self.publish_timeout,
                     )
                 except Exception:
-                    # Not acked: the broker redelivers it once the channel is back.
+                    # A broker failure, not the message's fault: put it back as it was.
                     logger.warning("could not move a failed message to %s", target, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
                     return
         try:
             await message.ack()

@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from alembic import command
@@ -102,6 +102,17 @@ def _upgrade(connection, migrations_dir: Path, schema: str) -> None:
 def _wake_outbox_relay(session: Session) -> None:
     if session.info.pop("outbox_pending", False):
         session.info["outbox_written"].set()
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once this session's transaction has committed (e.g. drop a cache: done
+    before the commit, a concurrent read could cache the old state again)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    for callback in session.info.pop("after_commit", []):
+        await callback()
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskhub_common.logs import request_id_var
@@ -21,7 +22,7 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, detail: object, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
@@ -55,6 +56,11 @@ class Unprocessable(AppError):
     code = "invalid"
 
 
+def invalid_field(field: str, message: str, location: str = "body") -> Unprocessable:
+    """A 422 shaped like FastAPI's own validation errors, for rules checked past the schema."""
+    return Unprocessable([{"type": "value_error", "loc": [location, field], "msg": message}])
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
     code = "unavailable"
@@ -78,12 +84,16 @@ _CODES = {
 
 
 def error_response(
-    status_code: int, detail: object, code: str | None = None, headers: dict[str, str] | None = None
+    status_code: int,
+    detail: object,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
 ) -> JSONResponse:
     body = {
         "detail": jsonable_encoder(detail),
         "code": code or _CODES.get(status_code, "error"),
-        "request_id": request_id_var.get(),
+        "request_id": request_id or request_id_var.get(),
     }
     return JSONResponse(body, status_code=status_code, headers=headers)
 
@@ -104,7 +114,23 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(422, errors)
 
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # SQLSTATE class 22 is "data exception": a value PostgreSQL refuses (a NUL character,
+        # a date out of range). Bad input, not a bug; the transaction is rolled back.
+        if str(getattr(exc.orig, "pgcode", "") or "").startswith("22"):
+            return error_response(422, "A value is not acceptable to the database", "invalid")
+        return await unexpected_error(request, exc)
+
     @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
-        return error_response(500, "Internal server error", "internal")
+        # This handler runs outside the request-context middleware: take the id it left.
+        request_id = request.scope.get("request_id")
+        return error_response(
+            500,
+            "Internal server error",
+            "internal",
+            headers={"X-Request-ID": request_id} if request_id else None,
+            request_id=request_id,
+        )

@@ -17,9 +17,10 @@ def register_local_app(base_url: str, app: ASGIApp) -> None:
     _local_apps[base_url.rstrip("/")] = app
 
 
-def no_cookies() -> httpx.Cookies:
-    """A jar that accepts nothing: a shared client must not replay one user's cookies to another."""
-    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+def no_cookies() -> CookieJar:
+    """A jar that accepts nothing: a shared client must not replay one user's cookies to another.
+    (A CookieJar, not httpx.Cookies: the client copies the latter into a default jar.)"""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def make_http_client(

@@ -32,6 +32,7 @@ class RequestContextMiddleware:
         traceparent = headers.get(b"traceparent", b"").decode("latin-1")
         if not _TRACEPARENT.match(traceparent):
             traceparent = new_traceparent()
+        scope["request_id"] = request_id  # for the 500 handler, which runs outside this
         request_id_token = request_id_var.set(request_id)
         traceparent_token = traceparent_var.set(traceparent)
         started = time.perf_counter()

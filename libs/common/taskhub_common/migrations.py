@@ -6,17 +6,21 @@ from alembic import context, op
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from taskhub_common import outbox
+from taskhub_common import outbox, users
 from taskhub_common.db import Database
 from taskhub_common.settings import ServiceSettings
 
 
-def run_migrations(service_metadata: MetaData, settings: ServiceSettings) -> None:
+def run_migrations(
+    service_metadata: MetaData, settings: ServiceSettings, user_directory: bool = False
+) -> None:
     """Body of env.py: migrate on the connection the app hands over (at start), or on a new one
     (alembic's command line, e.g. `alembic revision --autogenerate`)."""
     connection = context.config.attributes.get("connection")
     schema = context.config.attributes.get("schema", settings.schema_name)
     metadata = [service_metadata, outbox.metadata]
+    if user_directory:
+        metadata.append(users.metadata)
     if connection is not None:
         _run(connection, metadata, schema)
         return
@@ -43,5 +47,9 @@ def _run(connection: Connection, metadata: list[MetaData], schema: str) -> None:
 
 def create_outbox_and_inbox() -> None:
     """The outbox and inbox tables, created by each service's first migration."""
-    bind = op.get_bind()
-    outbox.metadata.create_all(bind)
+    outbox.metadata.create_all(op.get_bind())
+
+
+def create_user_directory() -> None:
+    """The local user directory, created by the first migration of each service keeping one."""
+    users.metadata.create_all(op.get_bind())

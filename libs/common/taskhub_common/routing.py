@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from taskhub_common.db import run_after_commit
+
 
 class TransactionalRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
@@ -21,6 +23,7 @@ class TransactionalRoute(APIRoute):
             if session is not None and session.in_transaction():
                 if response.status_code < 400:
                     await session.commit()
+                    await run_after_commit(session)
                 else:
                     await session.rollback()
             return response

@@ -13,9 +13,7 @@ from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.outbox import OutboxRelay, add_event, inbox, outbox
-from taskhub_common.testing import RABBITMQ_URL
-
-from .tcp_proxy import TcpProxy
+from taskhub_common.testing import RABBITMQ_URL, TcpProxy
 
 
 class Listener:
@@ -121,8 +119,8 @@ async def test_event_committed_while_broker_unreachable_is_published_when_it_is_
 ) -> None:
     key = f"test.{uuid.uuid4().hex}.created"
     proxy = TcpProxy(5672)
-    await proxy.start()
-    await proxy.stop()  # RabbitMQ is unreachable from the start
+    proxy.start()
+    proxy.stop()  # RabbitMQ is unreachable from the start
     bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
@@ -133,18 +131,18 @@ async def test_event_committed_while_broker_unreachable_is_published_when_it_is_
         await asyncio.sleep(1.5)
         assert listener.received == []
         assert not await is_sent(database, events[0].id)
-        await proxy.start()
+        proxy.start()
         await listener.wait_for(3)
         for event in events:
             await wait_until_sent(database, event.id)
     assert [event.id for event in listener.received] == [event.id for event in events]
-    await proxy.stop()
+    proxy.stop()
 
 
 async def test_connection_lost_mid_work_loses_nothing(database: Database) -> None:
     key = f"test.{uuid.uuid4().hex}.created"
     proxy = TcpProxy(5672)
-    await proxy.start()
+    proxy.start()
     bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
@@ -152,17 +150,17 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
         async with database.sessionmaker.begin() as session:
             await add_event(session, before)
         await listener.wait_for(1)
-        await proxy.stop()  # the broker connection drops while the service keeps working
+        proxy.stop()  # the broker connection drops while the service keeps working
         during = [new_event(key) for _ in range(5)]
         for event in during:
             async with database.sessionmaker.begin() as session:
                 await add_event(session, event)
         await asyncio.sleep(1)
-        await proxy.start()
+        proxy.start()
         await listener.wait_for(6)
     received = {event.id for event in listener.received}
     assert received == {before.id, *(event.id for event in during)}
-    await proxy.stop()
+    proxy.stop()
 
 
 async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) -> None:

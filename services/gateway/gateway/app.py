@@ -42,12 +42,26 @@ async def verified_principal(request: Request) -> Principal | None:
 
 
 async def proxy_to_owner(request: Request) -> Response:
-    upstream = find_upstream(request.app.state.upstreams, request.url.path)
+    path = public_path(request.url.path)
+    upstream = find_upstream(request.app.state.upstreams, path) if path else None
     if upstream is None:
         raise NotFound("Not Found")
-    if request.state.principal is None and not is_public(request.method, request.url.path):
+    if request.state.principal is None and not is_public(request.method, path):
         raise NotAuthenticated()
-    return await forward(request, upstream)
+    return await forward(request, upstream, path)
+
+
+def public_path(path: str) -> str | None:
+    """The path as routed, or None for one that must not be: a `.` or `..` segment (the
+    upstream URL would resolve it, e.g. /api/auth/../../internal/x) or a control character.
+    The path arrives percent-decoded, so encoded forms are caught too. A trailing slash is
+    dropped: the seed's SPA calls `/api/tasks/` where the services route `/api/tasks`."""
+    if any(ord(char) < 0x20 or char == "\x7f" for char in path):
+        return None
+    segments = path.split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return None
+    return path.rstrip("/") or "/"
 
 
 def build_router(settings: GatewaySettings, limiter: Limiter) -> APIRouter:
@@ -176,7 +190,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_credentials=True,
+        # Tokens travel in headers, not cookies; credentials with a wildcard would let any
+        # site read responses.
+        allow_credentials="*" not in settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["X-Request-ID", "Retry-After"],

@@ -27,6 +27,8 @@ HOP_BY_HOP = {
 # Set by the gateway itself; a client must not be able to supply them.
 OWN_HEADERS = {
     "host",
+    "forwarded",
+    "x-real-ip",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -61,11 +63,11 @@ async def _request_body(request: Request, buffer_limit: int):
     return request.stream()
 
 
-async def forward(request: Request, upstream: Upstream) -> Response:
+async def forward(request: Request, upstream: Upstream, path: str) -> Response:
     client: httpx.AsyncClient = request.app.state.upstream_clients[upstream.name]
     upstream_request = client.build_request(
         request.method,
-        httpx.URL(path=request.url.path, query=request.url.query.encode()),
+        httpx.URL(path=path, query=request.url.query.encode()),
         headers=_request_headers(request),
         content=await _request_body(request, request.app.state.settings.BUFFER_BODY_BYTES),
     )

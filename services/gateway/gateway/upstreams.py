@@ -39,6 +39,7 @@ def upstreams(settings: GatewaySettings) -> list[Upstream]:
             ("/api/auth/", "/.well-known/jwks.json"),
             "identity.app:create_app",
         ),
+        Upstream("tasks", settings.TASKS_URL, ("/api/tasks/",), "tasks.app:create_app"),
     ]
 
 

@@ -63,6 +63,8 @@ async def test_proxied_request_carries_context_and_no_spoofed_headers(
                 "X-User-Id": "someone-else",
                 "Connection": "keep-alive, x-secret",
                 "Keep-Alive": "timeout=5",
+                "Forwarded": "for=6.6.6.6",
+                "X-Real-IP": "6.6.6.6",
             },
             json={"hello": "world"},
         )
@@ -78,6 +80,7 @@ async def test_proxied_request_carries_context_and_no_spoofed_headers(
     assert headers["authorization"] == f"Bearer {token}"
     assert "x-user-id" not in headers
     assert "keep-alive" not in headers
+    assert "forwarded" not in headers and "x-real-ip" not in headers
 
 
 async def test_large_body_is_streamed_through(make_gateway, client_for, extra_upstreams) -> None:
@@ -130,14 +133,59 @@ async def test_slow_service_is_504(make_gateway, client_for, extra_upstreams) ->
     assert fast.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/internal/users", "/api/internal/users", "/api/nothing-here"])
-async def test_internal_and_unknown_paths_are_not_routed(
-    make_gateway, client_for, extra_upstreams, path
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/internal/users",
+        "/api/internal/users",
+        "/api/nothing-here",
+        "/api/echo/../../internal/users",
+        "/api/echo/%2e%2e/%2e%2e/internal/users",
+        "/api/echo/..%2F..%2Finternal/users",
+        "/api/auth/%2e%2e/%2e%2e/openapi.json",
+        "/api/echo/%2e/x",
+        "/api/echo/x%00y",
+    ],
+)
+async def test_internal_unknown_and_dot_segment_paths_are_not_routed(
+    make_gateway, client_for, extra_upstreams, echo, path
 ) -> None:
     async with make_gateway(extra_upstreams) as app, client_for(app) as client:
         token = await token_for(client)
+        hits = echo.state.hits
         response = await client.get(path, headers=bearer(token))
     assert response.status_code == 404
+    assert echo.state.hits == hits
+
+
+async def test_login_limit_cannot_be_dodged_with_dot_segments(make_gateway, client_for) -> None:
+    async with make_gateway(RATE_LIMIT_AUTH="2/minute") as app, client_for(app) as client:
+        body = {"email": "x@example.com", "password": "wrong-password"}
+        statuses = [
+            (await client.post(path, json=body)).status_code
+            for path in ("/api/auth/login", "/api/auth/login", "/api/auth/x/%2e%2e/login")
+        ]
+    assert statuses == [401, 401, 404]
+
+
+async def test_trailing_slash_reaches_the_route(make_gateway, client_for, extra_upstreams) -> None:
+    async with make_gateway(extra_upstreams) as app, client_for(app) as client:
+        token = await token_for(client)
+        me = await client.get("/api/auth/me/", headers=bearer(token))
+        echoed = await client.get("/api/echo/a/", headers=bearer(token))
+    assert me.status_code == 200
+    assert echoed.json()["path"] == "/api/echo/a"
+
+
+async def test_cookies_set_by_a_service_never_reach_another_user(
+    make_gateway, client_for, extra_upstreams
+) -> None:
+    async with make_gateway(extra_upstreams) as app, client_for(app) as client:
+        first, second = await token_for(client), await token_for(client)
+        await client.get("/api/cookies", headers=bearer(first))
+        client.cookies.clear()
+        seen = (await client.get("/api/echo/who", headers=bearer(second))).json()
+    assert "cookie" not in seen["headers"]
 
 
 async def test_health_reports_every_service(make_gateway, client_for, extra_upstreams) -> None:
@@ -165,7 +213,17 @@ async def test_cors_follows_cors_origins(make_gateway, client_for) -> None:
             headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "GET"},
         )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
     assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_cors_wildcard_never_allows_credentials(make_gateway, client_for) -> None:
+    async with make_gateway(CORS_ORIGINS="*") as app, client_for(app) as client:
+        response = await client.options(
+            "/api/auth/me",
+            headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "GET"},
+        )
+    assert "access-control-allow-credentials" not in response.headers
 
 
 async def test_merged_openapi_holds_identity_routes_with_resolvable_refs(

@@ -331,3 +331,13 @@ async def test_changed_secret_key_retires_the_keys_it_sealed(
         )
         assert fresh.status_code == 200
         assert jwt.get_unverified_header(fresh.json()["access_token"])["kid"] != old_kid
+
+
+@pytest.mark.parametrize("field", ["full_name", "username"])
+async def test_nul_characters_are_422_not_500(client: httpx.AsyncClient, field) -> None:
+    body = new_user()
+    body[field] = body[field][:4] + "\u0000" + body[field][4:]
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 422
+    login = await client.post("/api/auth/login", json={"email": "a\u0000@b.c", "password": "x"})
+    assert login.status_code == 422

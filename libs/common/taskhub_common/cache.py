@@ -1,0 +1,118 @@
+"""Response caches: Redis in the distributed mode, process memory in the embedded one.
+
+Entries are invalidated without key scans: every key carries a generation number, and a write
+bumps the generation, so the old entries are never read again and expire on their own. A cache
+that fails (Redis down) is skipped, never an error: requests are served from the database.
+"""
+
+import logging
+import time
+from typing import Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def incr(self, key: str) -> int: ...
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, bytes]] = {}
+        self._counters: dict[str, int] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        if key in self._counters:
+            return str(self._counters[key]).encode()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # crude but bounded; entries are cheap to rebuild
+        self._entries[key] = (time.monotonic() + ttl, value)
+
+    async def incr(self, key: str) -> int:
+        self._counters[key] = self._counters.get(key, 0) + 1
+        self._entries.clear()  # one process: old generations can go at once
+        return self._counters[key]
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+class RedisStore:
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, health_check_interval=30
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self.client.set(key, value, ex=ttl)
+
+    async def incr(self, key: str) -> int:
+        return await self.client.incr(key)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def make_store(redis_url: str | None) -> CacheStore:
+    return RedisStore(redis_url) if redis_url else MemoryStore()
+
+
+class GenerationalCache:
+    """One namespace of cached responses, all dropped together by `invalidate()`."""
+
+    def __init__(self, store: CacheStore, namespace: str, ttl: int) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.ttl = ttl
+        # Set when an invalidation could not reach the store: until one does, this process
+        # reads nothing from the cache, since entries there may predate a write.
+        self._suspect = False
+
+    async def get(self, key: str) -> bytes | None:
+        if self._suspect and not await self.invalidate():
+            return None
+        try:
+            generation = await self._generation()
+            return await self.store.get(f"{self.namespace}:{generation}:{key}")
+        except (RedisError, OSError):
+            logger.warning("cache unavailable; serving from the database")
+            return None
+
+    async def set(self, key: str, value: bytes) -> None:
+        if self._suspect:
+            return
+        try:
+            generation = await self._generation()
+            await self.store.set(f"{self.namespace}:{generation}:{key}", value, self.ttl)
+        except (RedisError, OSError):
+            logger.warning("cache unavailable; response not cached")
+
+    async def invalidate(self) -> bool:
+        try:
+            await self.store.incr(f"{self.namespace}:generation")
+        except (RedisError, OSError):
+            logger.warning("cache invalidation failed; bypassing the cache until it works")
+            self._suspect = True
+            return False
+        self._suspect = False
+        return True
+
+    async def _generation(self) -> int:
+        value = await self.store.get(f"{self.namespace}:generation")
+        return int(value or 0)

@@ -1,0 +1,41 @@
+"""The tasks service: tasks, tags, bulk create, filtering and search, the overdue sweep."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from taskhub_common.app import ServiceSpec, create_service_app
+from taskhub_common.cache import GenerationalCache, make_store
+from taskhub_common.users import USER_EVENT_HANDLERS
+from tasks.router import internal_router, router
+from tasks.service import TaskService
+from tasks.settings import TasksSettings
+
+
+def create_app(settings: TasksSettings | None = None) -> FastAPI:
+    settings = settings or TasksSettings()
+
+    async def open_cache(app: FastAPI) -> None:
+        app.state.cache = GenerationalCache(
+            make_store(settings.redis_url), "tasks", settings.CACHE_TTL_SECONDS
+        )
+
+    async def sweep_at_start(app: FastAPI) -> None:
+        async with app.state.database.sessionmaker.begin() as session:
+            await TaskService(session, app.state.cache, settings.SERVICE_NAME, None).sweep_overdue()
+        await app.state.cache.invalidate()
+
+    async def close_cache(app: FastAPI) -> None:
+        await app.state.cache.store.close()
+
+    return create_service_app(
+        ServiceSpec(
+            settings=settings,
+            routers=[router, internal_router],
+            description="Tasks, tags, bulk create, filtering and search of TaskHub.",
+            migrations_dir=Path(__file__).parent / "migrations",
+            event_handlers=USER_EVENT_HANDLERS,
+            on_startup=[open_cache, sweep_at_start],
+            on_shutdown=[close_cache],
+        )
+    )

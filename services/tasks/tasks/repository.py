@@ -1,0 +1,237 @@
+"""Every query of the tasks service."""
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Enum,
+    Select,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from taskhub_common.errors import invalid_field
+from tasks.models import Tag, Task, task_tags
+from tasks.schemas import TaskQuery
+
+# Tasks without a due date sort after every dated one (and keyset paging needs a value).
+NO_DUE_DATE = datetime(9999, 12, 31, tzinfo=UTC)
+
+TAG_COLORS = [
+    "#ef4444",
+    "#f97316",
+    "#eab308",
+    "#22c55e",
+    "#14b8a6",
+    "#3b82f6",
+    "#8b5cf6",
+    "#ec4899",
+]
+
+
+def tag_color(name: str) -> str:
+    """A stable colour per tag name, so the same tag looks the same everywhere."""
+    return TAG_COLORS[sum(name.lower().encode()) % len(TAG_COLORS)]
+
+
+def _sort_key(sort_by: str) -> ColumnElement[Any]:
+    if sort_by == "due_date":
+        return func.coalesce(Task.due_date, literal(NO_DUE_DATE, DateTime(timezone=True)))
+    return getattr(Task, sort_by)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(
+        self, task_id: uuid.UUID, for_update: bool = False, include_deleted: bool = False
+    ) -> Task | None:
+        statement = (
+            select(Task)
+            .where(Task.id == task_id)
+            .options(selectinload(Task.tags))
+            .execution_options(populate_existing=True)
+        )
+        if not include_deleted:
+            statement = statement.where(Task.is_deleted.is_(False))
+        if for_update:
+            statement = statement.with_for_update(of=Task)
+        return await self.session.scalar(statement)
+
+    async def add(self, task: Task) -> Task:
+        self.session.add(task)
+        await self.session.flush()
+        return task
+
+    async def add_many(self, rows: list[dict[str, Any]]) -> list[Task]:
+        """One INSERT … VALUES (…), (…) … RETURNING for the whole batch."""
+        tasks = list(await self.session.scalars(insert(Task).returning(Task), rows))
+        return tasks
+
+    async def find_page(self, query: TaskQuery) -> tuple[list[Task], int, str | None]:
+        filtered = self._filtered(query)
+        total = await self.session.scalar(
+            select(func.count()).select_from(filtered.with_only_columns(Task.id).subquery())
+        )
+        sort_key = _sort_key(query.sort_by)
+        descending = query.sort_order == "desc"
+        statement = filtered.add_columns(sort_key.label("sort_key")).options(
+            selectinload(Task.tags)
+        )
+        if query.cursor:
+            after_value, after_id = _decode_cursor(query.cursor, sort_key)
+            position = tuple_(sort_key, Task.id)
+            boundary = tuple_(literal(after_value, sort_key.type), literal(after_id))
+            statement = statement.where(position < boundary if descending else position > boundary)
+        else:
+            statement = statement.offset((query.page - 1) * query.page_size)
+        order = [sort_key.desc(), Task.id.desc()] if descending else [sort_key.asc(), Task.id.asc()]
+        rows = (
+            await self.session.execute(statement.order_by(*order).limit(query.page_size + 1))
+        ).all()
+        page = rows[: query.page_size]
+        next_cursor = (
+            _encode_cursor(page[-1].sort_key, page[-1].Task.id)
+            if len(rows) > query.page_size
+            else None
+        )
+        return [row.Task for row in page], total or 0, next_cursor
+
+    def _filtered(self, query: TaskQuery) -> Select[tuple[Task]]:
+        statement = select(Task).where(Task.is_deleted.is_(False))
+        if query.status is not None:
+            statement = statement.where(Task.status == query.status)
+        if query.priority is not None:
+            statement = statement.where(Task.priority == query.priority)
+        if query.assigned_to is not None:
+            statement = statement.where(Task.assigned_to == query.assigned_to)
+        if query.tag is not None:
+            statement = statement.where(
+                exists()
+                .where(task_tags.c.task_id == Task.id, task_tags.c.tag_id == Tag.id)
+                .where(func.lower(Tag.name) == query.tag.lower())
+            )
+        if query.search is not None:
+            pattern = f"%{_escape_like(query.search)}%"
+            statement = statement.where(
+                or_(
+                    Task.title.ilike(pattern, escape="\\"),
+                    Task.description.ilike(pattern, escape="\\"),
+                )
+            )
+        return statement
+
+    async def upsert_tags(self, names: list[str]) -> dict[str, Tag]:
+        """Tags by lower-cased name, created on first use (two statements for any number)."""
+        unique: dict[str, str] = {}
+        for name in names:  # the first spelling of a new tag names it
+            unique.setdefault(name.lower(), name)
+        if not unique:
+            return {}
+        statement = pg_insert(Tag).values(
+            [
+                {"id": uuid.uuid4(), "name": name, "color": tag_color(name)}
+                for name in unique.values()
+            ]
+        )
+        await self.session.execute(
+            statement.on_conflict_do_nothing(index_elements=[func.lower(Tag.name)])
+        )
+        tags = await self.session.scalars(select(Tag).where(func.lower(Tag.name).in_(unique)))
+        return {tag.name.lower(): tag for tag in tags}
+
+    async def set_tags(self, task_ids_to_tag_ids: dict[uuid.UUID, list[uuid.UUID]]) -> None:
+        await self.session.execute(
+            delete(task_tags).where(task_tags.c.task_id.in_(task_ids_to_tag_ids))
+        )
+        pairs = [
+            {"task_id": task_id, "tag_id": tag_id}
+            for task_id, tag_ids in task_ids_to_tag_ids.items()
+            for tag_id in dict.fromkeys(tag_ids)
+        ]
+        if pairs:
+            await self.session.execute(insert(task_tags), pairs)
+
+    async def load_tags(self, task_ids: list[uuid.UUID]) -> list[Task]:
+        """Tasks with their tags, after a bulk insert (which returns them without)."""
+        tasks = await self.session.scalars(
+            select(Task)
+            .where(Task.id.in_(task_ids))
+            .options(selectinload(Task.tags))
+            .execution_options(populate_existing=True)
+        )
+        by_id = {task.id: task for task in tasks}
+        return [by_id[task_id] for task_id in task_ids]
+
+    async def sweep_overdue(self) -> int:
+        """Flip every task past its due date to overdue and write one task.overdue event per
+        flipped task, in one statement: a task flips once, so it is announced once."""
+        result = await self.session.execute(
+            text(
+                """
+                WITH swept AS (
+                    UPDATE tasks SET status = 'overdue', updated_at = now()
+                    WHERE NOT is_deleted
+                      AND status IN ('todo', 'in_progress')
+                      AND due_date < now()
+                    RETURNING id, title, description, status, priority, start_date, due_date,
+                              completed_at, notify_overdue, is_deleted, created_by, assigned_to,
+                              created_at, updated_at, gen_random_uuid() AS event_id
+                )
+                INSERT INTO outbox (id, routing_key, payload)
+                SELECT event_id, 'task.overdue', jsonb_build_object(
+                    'id', event_id,
+                    'type', 'task.overdue',
+                    'version', 1,
+                    'occurred_at', now(),
+                    'producer', 'tasks',
+                    'actor_id', NULL,
+                    'aggregate_id', swept.id,
+                    'data', to_jsonb(swept) - 'event_id'
+                )
+                FROM swept
+                """
+            )
+        )
+        return result.rowcount
+
+
+def _encode_cursor(sort_value: Any, task_id: uuid.UUID) -> str:
+    value = sort_value.isoformat() if isinstance(sort_value, datetime) else str(sort_value)
+    raw = json.dumps([value, str(task_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort_key: ColumnElement[Any]) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, task_id = json.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(value, str):  # _encode_cursor writes every sort value as a string
+            raise TypeError(value)
+        if isinstance(sort_key.type, DateTime):
+            value = datetime.fromisoformat(value)
+        elif isinstance(sort_key.type, Enum) and value not in sort_key.type.enums:
+            raise ValueError(value)
+        return value, uuid.UUID(task_id)
+    except (ValueError, TypeError) as exc:
+        raise invalid_field("cursor", "Invalid cursor", location="query") from exc

@@ -1,0 +1,91 @@
+"""HTTP endpoints of the tasks service: thin, the rules live in service.py."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, Response
+
+from taskhub_common.auth import CurrentPrincipal
+from taskhub_common.db import get_session
+from taskhub_common.internal_auth import ServiceCaller
+from taskhub_common.routing import service_router
+from taskhub_common.users import ensure_caller_known
+from tasks.schemas import (
+    BulkCreate,
+    OverdueNotice,
+    SweepResult,
+    TaskCreate,
+    TaskList,
+    TaskOut,
+    TaskQuery,
+    TaskUpdate,
+)
+from tasks.service import TaskService
+
+router = service_router(prefix="/api/tasks", tags=["tasks"])
+internal_router = service_router(
+    prefix="/internal/tasks", tags=["internal"], include_in_schema=False
+)
+
+
+async def get_service(
+    request: Request, principal: CurrentPrincipal, session=Depends(get_session)
+) -> TaskService:
+    await ensure_caller_known(
+        session, request.app.state.identity_client, principal.user_id, principal.token
+    )
+    return TaskService(
+        session, request.app.state.cache, request.app.state.settings.SERVICE_NAME, principal.user_id
+    )
+
+
+Service = Annotated[TaskService, Depends(get_service)]
+JSON = "application/json"
+
+
+@router.post("", status_code=201)
+async def create_task(body: TaskCreate, service: Service) -> TaskOut:
+    return await service.create(body)
+
+
+@router.post("/bulk", status_code=201)
+async def bulk_create(body: BulkCreate, service: Service) -> list[TaskOut]:
+    return await service.create_many(body)
+
+
+@router.get("", response_model=TaskList)
+async def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> Response:
+    return Response(await service.list_json(query), media_type=JSON)
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+async def get_task(task_id: uuid.UUID, service: Service) -> Response:
+    return Response(await service.get_json(task_id), media_type=JSON)
+
+
+@router.put("/{task_id}")
+async def update_task(task_id: uuid.UUID, body: TaskUpdate, service: Service) -> TaskOut:
+    return await service.update(task_id, body)
+
+
+@router.delete("/{task_id}", status_code=204)
+async def delete_task(task_id: uuid.UUID, service: Service) -> Response:
+    await service.delete(task_id)
+    return Response(status_code=204)
+
+
+@router.post("/{task_id}/notify-overdue", status_code=202)
+async def notify_overdue(task_id: uuid.UUID, service: Service) -> OverdueNotice:
+    await service.notify_overdue(task_id)
+    return OverdueNotice(detail="Overdue notice sent", task_id=task_id)
+
+
+@internal_router.post("/overdue-sweep")
+async def overdue_sweep(
+    request: Request, _: ServiceCaller, session=Depends(get_session)
+) -> SweepResult:
+    """Called by the notifier's scanner every few minutes (and run by tasks at start)."""
+    service = TaskService(
+        session, request.app.state.cache, request.app.state.settings.SERVICE_NAME, caller_id=None
+    )
+    return SweepResult(marked_overdue=await service.sweep_overdue())

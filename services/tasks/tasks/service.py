@@ -1,0 +1,258 @@
+"""The tasks use cases. No HTTP here; the request's transaction is committed by the route."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskhub_common.cache import GenerationalCache
+from taskhub_common.db import after_commit
+from taskhub_common.errors import Conflict, NotFound, NotPermitted, invalid_field
+from taskhub_common.events import EventEnvelope
+from taskhub_common.outbox import add_events, mark_outbox_written
+from taskhub_common.users import active_user_ids, find_users
+from tasks.models import Task, TaskStatus
+from tasks.repository import TaskRepository
+from tasks.schemas import BulkCreate, TaskCreate, TaskList, TaskOut, TaskQuery, TaskUpdate
+
+TASK_CREATED = "task.created"
+TASK_UPDATED = "task.updated"
+TASK_ASSIGNED = "task.assigned"
+TASK_COMPLETED = "task.completed"
+TASK_DELETED = "task.deleted"
+TASK_OVERDUE = "task.overdue"
+
+# Fields a PUT may change, and how a change of each is reported in `changes`.
+UPDATABLE = (
+    "title",
+    "description",
+    "status",
+    "priority",
+    "start_date",
+    "due_date",
+    "assigned_to",
+    "notify_overdue",
+)
+
+
+def derive_status(start_date: datetime | None, due_date: datetime | None) -> TaskStatus:
+    """The status of a task given none: overdue past its due date, started past its start."""
+    now = datetime.now(UTC)
+    if due_date is not None and due_date < now:
+        return TaskStatus.OVERDUE
+    if start_date is not None and start_date <= now:
+        return TaskStatus.IN_PROGRESS
+    return TaskStatus.TODO
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class TaskService:
+    def __init__(
+        self, session: AsyncSession, cache: GenerationalCache, producer: str, caller_id: uuid.UUID
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.producer = producer
+        self.caller_id = caller_id
+        self.tasks = TaskRepository(session)
+
+    # Reads: every active user reads every task.
+
+    async def get_json(self, task_id: uuid.UUID) -> bytes:
+        key = f"task:{task_id}"
+        if (cached := await self.cache.get(key)) is not None:
+            return cached
+        task = await self._get(task_id)
+        body = (await self._present([task]))[0].model_dump_json().encode()
+        await self.cache.set(key, body)
+        return body
+
+    async def list_json(self, query: TaskQuery) -> bytes:
+        key = "list:" + query.model_dump_json(exclude_none=True)
+        if (cached := await self.cache.get(key)) is not None:
+            return cached
+        tasks, total, next_cursor = await self.tasks.find_page(query)
+        body = TaskList(
+            tasks=await self._present(tasks),
+            total=total,
+            page=query.page,
+            page_size=query.page_size,
+            total_pages=(total + query.page_size - 1) // query.page_size,
+            next_cursor=next_cursor,
+        )
+        encoded = body.model_dump_json().encode()
+        await self.cache.set(key, encoded)
+        return encoded
+
+    # Writes.
+
+    async def create(self, body: TaskCreate) -> TaskOut:
+        return (await self.create_many(BulkCreate(tasks=[body])))[0]
+
+    async def create_many(self, body: BulkCreate) -> list[TaskOut]:
+        """All or nothing: every task is checked before any is written."""
+        await self._check_assignees(
+            {task.assigned_to for task in body.tasks if task.assigned_to},
+            field="assigned_to" if len(body.tasks) == 1 else "tasks",
+        )
+        tags = await self.tasks.upsert_tags([name for task in body.tasks for name in task.tags])
+        rows = []
+        for task in body.tasks:
+            status = task.status or derive_status(task.start_date, task.due_date)
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    **task.model_dump(exclude={"tags", "status"}),
+                    "status": status,
+                    "completed_at": datetime.now(UTC) if status == TaskStatus.COMPLETED else None,
+                    "created_by": self.caller_id,
+                }
+            )
+        created = await self.tasks.add_many(rows)
+        await self.tasks.set_tags(
+            {
+                task.id: [tags[name.lower()].id for name in request.tags]
+                for task, request in zip(created, body.tasks, strict=True)
+            }
+        )
+        presented = await self._present(await self.tasks.load_tags([task.id for task in created]))
+        await self._publish([(TASK_CREATED, task, None) for task in presented])
+        return presented
+
+    async def update(self, task_id: uuid.UUID, body: TaskUpdate) -> TaskOut:
+        task = await self._get(task_id, for_update=True)
+        if self.caller_id not in (task.created_by, task.assigned_to):
+            raise NotPermitted("Only the task's creator or assignee may change it")
+        requested = body.model_dump(include=set(UPDATABLE), exclude_unset=True)
+        start = requested.get("start_date", task.start_date)
+        due = requested.get("due_date", task.due_date)
+        if start is not None and due is not None and start > due:
+            raise invalid_field("start_date", "start_date must not be after due_date")
+        if requested.get("assigned_to") and requested["assigned_to"] != task.assigned_to:
+            await self._check_assignees({requested["assigned_to"]}, field="assigned_to")
+        dates_moved = "start_date" in requested or "due_date" in requested
+        if "status" not in requested and dates_moved and task.status != TaskStatus.COMPLETED:
+            requested["status"] = derive_status(start, due)
+        changes = {key: value for key, value in requested.items() if getattr(task, key) != value}
+        if "status" in changes:
+            task.completed_at = (
+                datetime.now(UTC) if changes["status"] == TaskStatus.COMPLETED else None
+            )
+        for key, value in changes.items():
+            setattr(task, key, value)
+        if body.tags is not None:
+            old_tags = sorted(tag.name.lower() for tag in task.tags)
+            tags = await self.tasks.upsert_tags(body.tags)
+            new_ids = [tags[name.lower()].id for name in body.tags]
+            if sorted(tags) != old_tags:
+                changes["tags"] = [
+                    tags[name].name for name in dict.fromkeys(n.lower() for n in body.tags)
+                ]
+            await self.tasks.set_tags({task.id: new_ids})
+        await self.session.flush()
+        task = await self._get(task_id)
+        presented = (await self._present([task]))[0]
+        if changes:
+            await self._publish([(self._update_event_type(changes), presented, changes)])
+        return presented
+
+    async def delete(self, task_id: uuid.UUID) -> None:
+        task = await self._get(task_id, for_update=True)
+        if task.created_by != self.caller_id:
+            raise NotPermitted("Only the task's creator may delete it")
+        task.is_deleted = True
+        await self.session.flush()
+        presented = (await self._present([await self._get(task_id, include_deleted=True)]))[0]
+        await self._publish([(TASK_DELETED, presented, {"is_deleted": True})])
+
+    async def notify_overdue(self, task_id: uuid.UUID) -> None:
+        """Send the overdue notice now: one task.overdue event, as the sweep would emit."""
+        task = await self._get(task_id)
+        if self.caller_id not in (task.created_by, task.assigned_to):
+            raise NotPermitted("Only the task's creator or assignee may send its overdue notice")
+        overdue = task.status == TaskStatus.OVERDUE or (
+            task.due_date is not None
+            and task.due_date < datetime.now(UTC)
+            and task.status != TaskStatus.COMPLETED
+        )
+        if not overdue:
+            raise Conflict("The task is not overdue")
+        presented = (await self._present([task]))[0]
+        await self._publish([(TASK_OVERDUE, presented, None)], invalidate=False)
+
+    async def sweep_overdue(self) -> int:
+        swept = await self.tasks.sweep_overdue()
+        if swept:
+            mark_outbox_written(self.session)
+            after_commit(self.session, self.cache.invalidate)
+        return swept
+
+    # Helpers.
+
+    async def _get(
+        self, task_id: uuid.UUID, for_update: bool = False, include_deleted: bool = False
+    ) -> Task:
+        task = await self.tasks.get(task_id, for_update=for_update, include_deleted=include_deleted)
+        if task is None:
+            raise NotFound("Task not found")
+        return task
+
+    async def _check_assignees(self, ids: set[uuid.UUID], field: str) -> None:
+        unknown = ids - await active_user_ids(self.session, ids)
+        if unknown:
+            names = ", ".join(sorted(str(user_id) for user_id in unknown))
+            raise invalid_field(field, f"assigned_to must name an active user (not {names})")
+
+    async def _present(self, tasks: list[Task]) -> list[TaskOut]:
+        people = await find_users(
+            self.session,
+            {task.created_by for task in tasks}
+            | {task.assigned_to for task in tasks if task.assigned_to},
+        )
+        return [
+            TaskOut.model_validate(task).model_copy(
+                update={
+                    "creator": people.get(task.created_by),
+                    "assignee": people.get(task.assigned_to) if task.assigned_to else None,
+                }
+            )
+            for task in tasks
+        ]
+
+    @staticmethod
+    def _update_event_type(changes: dict[str, Any]) -> str:
+        """One event per write, the most telling one; `changes` says everything that changed."""
+        if changes.get("status") == TaskStatus.COMPLETED:
+            return TASK_COMPLETED
+        if changes.get("assigned_to"):
+            return TASK_ASSIGNED
+        return TASK_UPDATED
+
+    async def _publish(
+        self, events: list[tuple[str, TaskOut, dict[str, Any] | None]], invalidate: bool = True
+    ) -> None:
+        envelopes = []
+        for event_type, task, changes in events:
+            data = task.model_dump(mode="json", exclude={"files", "comments"})
+            if changes is not None:
+                data["changes"] = {key: _json_value(value) for key, value in changes.items()}
+            envelopes.append(
+                EventEnvelope(
+                    type=event_type,
+                    producer=self.producer,
+                    actor_id=self.caller_id,
+                    aggregate_id=task.id,
+                    data=data,
+                )
+            )
+        await add_events(self.session, envelopes)
+        if invalidate:
+            after_commit(self.session, self.cache.invalidate)
