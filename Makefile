@@ -4,7 +4,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-distributed test test-unit test-e2e lint format dlq
+.PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -32,6 +32,12 @@ test-e2e: install
 ## Dead letters of one service: `make dlq SERVICE=identity` lists them, add REPLAY=1 to replay.
 dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
+
+## Benchmarks print figures (they are not tests); they need the local servers like `make test`.
+bench: bench-tasks
+
+bench-tasks: install
+	$(UV) run --frozen python -m bench.tasks.run
 
 lint: install
 	$(UV) run --frozen ruff check .

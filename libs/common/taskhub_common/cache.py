@@ -1,7 +1,8 @@
 """Response caches: Redis in the distributed mode, process memory in the embedded one.
 
-Entries are invalidated without key scans: every key carries a generation number, and a write
-bumps the generation, so the old entries are never read again and expire on their own. A cache
+Entries are invalidated without key scans: every entry records the generation it was made in,
+and a write bumps the namespace's generation, so older entries are never served again and
+expire on their own. A read is one round trip (the generation and the entry together). A cache
 that fails (Redis down) is skipped, never an error: requests are served from the database.
 """
 
@@ -16,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 class CacheStore(Protocol):
-    async def get(self, key: str) -> bytes | None: ...
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
     async def incr(self, key: str) -> int: ...
     async def close(self) -> None: ...
@@ -28,7 +29,10 @@ class MemoryStore:
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._counters: dict[str, int] = {}
 
-    async def get(self, key: str) -> bytes | None:
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    def _get(self, key: str) -> bytes | None:
         if key in self._counters:
             return str(self._counters[key]).encode()
         entry = self._entries.get(key)
@@ -56,8 +60,8 @@ class RedisStore:
             url, socket_connect_timeout=0.5, socket_timeout=0.5, health_check_interval=30
         )
 
-    async def get(self, key: str) -> bytes | None:
-        return await self.client.get(key)
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return await self.client.mget(keys)
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self.client.set(key, value, ex=ttl)
@@ -84,28 +88,33 @@ class GenerationalCache:
         # reads nothing from the cache, since entries there may predate a write.
         self._suspect = False
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> tuple[bytes | None, bytes]:
+        """The cached value (or None) and the generation to pass to `set` for a value computed
+        now: if a write bumps the generation meanwhile, that value is born stale, never served."""
         if self._suspect and not await self.invalidate():
-            return None
+            return None, b""
         try:
-            generation = await self._generation()
-            return await self.store.get(f"{self.namespace}:{generation}:{key}")
+            generation, entry = await self.store.get_many([self._generation_key, self._key(key)])
         except (RedisError, OSError):
             logger.warning("cache unavailable; serving from the database")
-            return None
+            return None, b""
+        generation = generation or b"0"
+        if entry is None:
+            return None, generation
+        made_in, _, value = entry.partition(b":")
+        return (value if made_in == generation else None), generation
 
-    async def set(self, key: str, value: bytes) -> None:
-        if self._suspect:
+    async def set(self, key: str, value: bytes, generation: bytes) -> None:
+        if not generation or self._suspect:
             return
         try:
-            generation = await self._generation()
-            await self.store.set(f"{self.namespace}:{generation}:{key}", value, self.ttl)
+            await self.store.set(self._key(key), generation + b":" + value, self.ttl)
         except (RedisError, OSError):
             logger.warning("cache unavailable; response not cached")
 
     async def invalidate(self) -> bool:
         try:
-            await self.store.incr(f"{self.namespace}:generation")
+            await self.store.incr(self._generation_key)
         except (RedisError, OSError):
             logger.warning("cache invalidation failed; bypassing the cache until it works")
             self._suspect = True
@@ -113,6 +122,9 @@ class GenerationalCache:
         self._suspect = False
         return True
 
-    async def _generation(self) -> int:
-        value = await self.store.get(f"{self.namespace}:generation")
-        return int(value or 0)
+    @property
+    def _generation_key(self) -> str:
+        return f"{self.namespace}:generation"
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:entry:{key}"

@@ -85,8 +85,8 @@ class TaskRepository:
 
     async def add_many(self, rows: list[dict[str, Any]]) -> list[Task]:
         """One INSERT … VALUES (…), (…) … RETURNING for the whole batch."""
-        tasks = list(await self.session.scalars(insert(Task).returning(Task), rows))
-        return tasks
+        returning = insert(Task).returning(Task, sort_by_parameter_order=True)
+        return list(await self.session.scalars(returning, rows))
 
     async def find_page(self, query: TaskQuery) -> tuple[list[Task], int, str | None]:
         filtered = self._filtered(query)

@@ -68,16 +68,18 @@ class TaskService:
 
     async def get_json(self, task_id: uuid.UUID) -> bytes:
         key = f"task:{task_id}"
-        if (cached := await self.cache.get(key)) is not None:
+        cached, generation = await self.cache.get(key)
+        if cached is not None:
             return cached
         task = await self._get(task_id)
         body = (await self._present([task]))[0].model_dump_json().encode()
-        await self.cache.set(key, body)
+        await self.cache.set(key, body, generation)
         return body
 
     async def list_json(self, query: TaskQuery) -> bytes:
         key = "list:" + query.model_dump_json(exclude_none=True)
-        if (cached := await self.cache.get(key)) is not None:
+        cached, generation = await self.cache.get(key)
+        if cached is not None:
             return cached
         tasks, total, next_cursor = await self.tasks.find_page(query)
         body = TaskList(
@@ -89,7 +91,7 @@ class TaskService:
             next_cursor=next_cursor,
         )
         encoded = body.model_dump_json().encode()
-        await self.cache.set(key, encoded)
+        await self.cache.set(key, encoded, generation)
         return encoded
 
     # Writes.
@@ -157,6 +159,8 @@ class TaskService:
                     tags[name].name for name in dict.fromkeys(n.lower() for n in body.tags)
                 ]
             await self.tasks.set_tags({task.id: new_ids})
+        if changes:
+            task.updated_at = datetime.now(UTC)  # a change of tags alone touches no column
         await self.session.flush()
         task = await self._get(task_id)
         presented = (await self._present([task]))[0]

@@ -5,4 +5,3 @@ class TasksSettings(ServiceSettings):
     SERVICE_NAME: str = "tasks"
     # Lists and single tasks are cached this long (the original's 5 minutes).
     CACHE_TTL_SECONDS: int = 300
-    BULK_MAX_TASKS: int = 1000

@@ -1,0 +1,172 @@
+"""Task API benchmark: 100,000 tasks through the bulk endpoint, then list latencies.
+
+Runs the distributed stack (gateway, identity, tasks as uvicorn processes on the local
+PostgreSQL, RabbitMQ and Redis) and measures through the gateway over real HTTP:
+  - the time of each 1000-task bulk create while filling the table;
+  - p50/p99 latency and throughput of list pages: plain, filtered, searched, deep cursor,
+    each uncached (a different page every request) and cached (the same page again).
+
+    make bench-tasks            # or: python -m bench.tasks.run --tasks 100000
+Prints figures; asserts nothing. Targets: list p50 < 15 ms, bulk 1000 < 500 ms.
+"""
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from taskhub_common.testing import new_user, recreate_database
+from tests.e2e.stack import Stack
+
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "report",
+    "review",
+    "design",
+    "deploy",
+    "invoice",
+    "meeting",
+    "budget",
+    "roadmap",
+]
+PRIORITIES = ["low", "medium", "high", "urgent"]
+STATUSES = ["todo", "in_progress", "completed"]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def task_batch(start: int, size: int) -> list[dict]:
+    rng = random.Random(start)  # noqa: S311 - test data, not secrets
+    return [
+        {
+            "title": f"{rng.choice(WORDS)} {rng.choice(WORDS)} #{start + i}",
+            "description": " ".join(rng.choices(WORDS, k=12)),
+            "priority": rng.choice(PRIORITIES),
+            "status": rng.choice(STATUSES),
+            "tags": [f"team-{rng.randint(1, 20)}"],
+        }
+        for i in range(size)
+    ]
+
+
+async def fill(api: httpx.AsyncClient, headers: dict, total: int) -> list[float]:
+    timings = []
+    for start in range(0, total, 1000):
+        batch = task_batch(start, min(1000, total - start))
+        began = time.perf_counter()
+        response = await api.post("/api/tasks/bulk", headers=headers, json={"tasks": batch})
+        timings.append(time.perf_counter() - began)
+        response.raise_for_status()
+    return timings
+
+
+async def measure(
+    api, headers, params_for, requests: int, concurrency: int
+) -> tuple[list[float], float]:
+    """Latencies of `requests` sequential calls, then throughput with `concurrency` clients."""
+    latencies = []
+    for i in range(requests):
+        began = time.perf_counter()
+        response = await api.get("/api/tasks", headers=headers, params=params_for(i))
+        latencies.append(time.perf_counter() - began)
+        response.raise_for_status()
+    counter = iter(range(requests, requests * 10))
+
+    async def client() -> int:
+        done = 0
+        while (i := next(counter, None)) is not None and time.perf_counter() < deadline:
+            (await api.get("/api/tasks", headers=headers, params=params_for(i))).raise_for_status()
+            done += 1
+        return done
+
+    deadline = time.perf_counter() + 5
+    began = time.perf_counter()
+    completed = sum(await asyncio.gather(*(client() for _ in range(concurrency))))
+    return latencies, completed / (time.perf_counter() - began)
+
+
+async def deep_cursors(api, headers, count: int) -> list[str]:
+    """Cursors from deep in the table: follow next_cursor with big pages."""
+    cursors, cursor = [], None
+    while len(cursors) < count:
+        params = {"page_size": 100, **({"cursor": cursor} if cursor else {})}
+        cursor = (await api.get("/api/tasks", headers=headers, params=params)).json()["next_cursor"]
+        if cursor is None:
+            break
+        cursors.append(cursor)
+    return cursors[len(cursors) // 2 :]
+
+
+async def main(total: int, requests: int, concurrency: int) -> None:
+    await recreate_database("taskhub_bench")
+    workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-"))
+    stack = Stack(
+        "distributed",
+        workdir,
+        database="taskhub_bench",
+        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"},
+    )
+    base_url = stack.start()
+    try:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as api:
+            account = (await api.post("/api/auth/register", json=new_user())).json()
+            headers = {"Authorization": f"Bearer {account['access_token']}"}
+            bulk = await fill(api, headers, total)
+            print(f"filled {total} tasks in {sum(bulk):.1f} s")
+            print(
+                f"bulk create of 1000: p50 {statistics.median(bulk) * 1000:.0f} ms, "
+                f"p99 {percentile(bulk, 0.99) * 1000:.0f} ms, max {max(bulk) * 1000:.0f} ms"
+            )
+            pages = max(1, total // 20 // 10)
+            cursors = await deep_cursors(api, headers, 200)
+            scenarios = {
+                "plain": lambda i: {"page": 1 + i % pages},
+                "filtered": lambda i: {
+                    "page": 1 + i % 50,
+                    "status": STATUSES[i % 3],
+                    "priority": PRIORITIES[i % 4],
+                },
+                "tag": lambda i: {"page": 1 + i % 50, "tag": f"team-{1 + i % 20}"},
+                "searched": lambda i: {"page": 1 + i % 20, "search": WORDS[i % len(WORDS)]},
+                "sorted by due date": lambda i: {"page": 1 + i % pages, "sort_by": "due_date"},
+                "deep cursor": lambda i: {"cursor": cursors[i % len(cursors)]},
+            }
+            print(
+                f"\n{'list page (10 items)':<24}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>8}"
+                f"   {'cached p50':>10}{'req/s':>8}"
+            )
+            for name, params_for in scenarios.items():
+                latencies, throughput = await measure(
+                    api, headers, params_for, requests, concurrency
+                )
+                cached, cached_throughput = await measure(
+                    api, headers, lambda i, p=params_for: p(0), requests, concurrency
+                )
+                print(
+                    f"{name:<24}{statistics.median(latencies) * 1000:>8.1f}"
+                    f"{percentile(latencies, 0.99) * 1000:>8.1f}{throughput:>8.0f}"
+                    f"   {statistics.median(cached) * 1000:>10.1f}{cached_throughput:>8.0f}"
+                )
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    asyncio.run(main(args.tasks, args.requests, args.concurrency))
