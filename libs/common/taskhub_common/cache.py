@@ -91,18 +91,27 @@ class GenerationalCache:
     async def get(self, key: str) -> tuple[bytes | None, bytes]:
         """The cached value (or None) and the generation to pass to `set` for a value computed
         now: if a write bumps the generation meanwhile, that value is born stale, never served."""
+        (value,), generation = await self.get_many([key])
+        return value, generation
+
+    async def get_many(self, keys: list[str]) -> tuple[list[bytes | None], bytes]:
+        """Several entries and the generation, in one round trip."""
+        misses: list[bytes | None] = [None] * len(keys)
         if self._suspect and not await self.invalidate():
-            return None, b""
+            return misses, b""
         try:
-            generation, entry = await self.store.get_many([self._generation_key, self._key(key)])
+            generation, *entries = await self.store.get_many(
+                [self._generation_key, *(self._key(key) for key in keys)]
+            )
         except (RedisError, OSError):
             logger.warning("cache unavailable; serving from the database")
-            return None, b""
+            return misses, b""
         generation = generation or b"0"
-        if entry is None:
-            return None, generation
-        made_in, _, value = entry.partition(b":")
-        return (value if made_in == generation else None), generation
+        values = []
+        for entry in entries:
+            made_in, _, value = (entry or b"").partition(b":")
+            values.append(value if entry is not None and made_in == generation else None)
+        return values, generation
 
     async def set(self, key: str, value: bytes, generation: bytes) -> None:
         if not generation or self._suspect:

@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.bus import EventBus, Subscription
-from taskhub_common.db import Database
+from taskhub_common.db import Database, run_after_commit
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import inbox
 
@@ -33,16 +33,18 @@ class EventConsumer:
         handler = self.handlers.get(envelope.type)
         if handler is None:
             return
-        async with self.database.sessionmaker() as session, session.begin():
-            claimed = await session.execute(
-                insert(inbox)
-                .values(consumer=self.queue, event_id=envelope.id)
-                .on_conflict_do_nothing()
-            )
-            if claimed.rowcount == 0:
-                logger.info("duplicate event %s dropped", envelope.id)
-                return
-            await handler(session, envelope)
+        async with self.database.sessionmaker() as session:
+            async with session.begin():
+                claimed = await session.execute(
+                    insert(inbox)
+                    .values(consumer=self.queue, event_id=envelope.id)
+                    .on_conflict_do_nothing()
+                )
+                if claimed.rowcount == 0:
+                    logger.info("duplicate event %s dropped", envelope.id)
+                    return
+                await handler(session, envelope)
+            await run_after_commit(session)
 
     async def subscribe(self, bus: EventBus, max_attempts: int, retry_delays_ms: list[int]) -> None:
         await bus.subscribe(

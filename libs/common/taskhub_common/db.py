@@ -5,6 +5,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pydantic_core
 from alembic import command
 from alembic.config import Config
 from fastapi import Request
@@ -59,6 +60,8 @@ class Database:
             pool_pre_ping=True,
             echo=settings.DEBUG,
             connect_args={"server_settings": {"search_path": schema}},
+            # pydantic-core's serializer: several times faster than json.dumps on outbox rows.
+            json_serializer=lambda value: pydantic_core.to_json(value).decode(),
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # Set after each commit that wrote an outbox row, so the relay publishes at once.

@@ -5,6 +5,7 @@ its own copy and never calls identity per request. A caller that the directory d
 (the event is still on its way) is fetched once from identity with the caller's own token.
 """
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -89,15 +90,42 @@ async def active_user_ids(session: AsyncSession, ids: set[uuid.UUID]) -> set[uui
     )
 
 
+class RecentCallers:
+    """Callers found active in this service's directory a moment ago: saves the directory query
+    on every request. A deactivation takes up to `ttl` seconds to bite."""
+
+    def __init__(self, ttl: float = 30, max_size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._seen: dict[uuid.UUID, float] = {}
+
+    def __contains__(self, user_id: uuid.UUID) -> bool:
+        seen_at = self._seen.get(user_id)
+        return seen_at is not None and time.monotonic() - seen_at < self.ttl
+
+    def add(self, user_id: uuid.UUID) -> None:
+        if len(self._seen) >= self.max_size:
+            self._seen.clear()
+        self._seen[user_id] = time.monotonic()
+
+
 async def ensure_caller_known(
-    session: AsyncSession, identity: httpx.AsyncClient, user_id: uuid.UUID, access_token: str
-) -> PublicUser:
-    """The caller as the directory knows them, asking identity when the event has not arrived."""
+    session: AsyncSession,
+    identity: httpx.AsyncClient,
+    user_id: uuid.UUID,
+    access_token: str,
+    recent: RecentCallers,
+) -> None:
+    """Refuse a deactivated caller, and add a new one to the directory (asking identity) when
+    the user.registered event has not arrived yet."""
+    if user_id in recent:
+        return
     known = (await find_users(session, {user_id})).get(user_id)
     if known is not None:
         if not known.is_active:
             raise NotAuthenticated("This account is deactivated")
-        return known
+        recent.add(user_id)
+        return
     try:
         response = await identity.get(
             "/api/auth/me", headers={"Authorization": f"Bearer {access_token}"}
@@ -110,4 +138,3 @@ async def ensure_caller_known(
         raise ServiceUnavailable("Identity is unavailable")
     user = UserData.model_validate({**response.json(), "email": ""})
     await upsert_user(session, user, _EPOCH)
-    return PublicUser.model_validate(user.model_dump(exclude={"email"}))

@@ -3,10 +3,13 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.cache import GenerationalCache, make_store
-from taskhub_common.users import USER_EVENT_HANDLERS
+from taskhub_common.db import after_commit
+from taskhub_common.events import EventEnvelope
+from taskhub_common.users import USER_EVENT_HANDLERS, RecentCallers
 from tasks.router import internal_router, router
 from tasks.service import TaskService
 from tasks.settings import TasksSettings
@@ -14,10 +17,24 @@ from tasks.settings import TasksSettings
 
 def create_app(settings: TasksSettings | None = None) -> FastAPI:
     settings = settings or TasksSettings()
+    app: FastAPI
+
+    def refreshing_cache(handler):
+        """A user's new name shows in cached tasks at once: drop the cache after the change."""
+
+        async def handle(session: AsyncSession, event: EventEnvelope) -> None:
+            await handler(session, event)
+            after_commit(session, app.state.cache.invalidate)
+
+        return handle
 
     async def open_cache(app: FastAPI) -> None:
+        app.state.recent_callers = RecentCallers()
+        # Namespaced by database too: stacks sharing one Redis never read each other's entries.
         app.state.cache = GenerationalCache(
-            make_store(settings.redis_url), "tasks", settings.CACHE_TTL_SECONDS
+            make_store(settings.redis_url),
+            f"{settings.DB_NAME}:{settings.schema_name}",
+            settings.CACHE_TTL_SECONDS,
         )
 
     async def sweep_at_start(app: FastAPI) -> None:
@@ -28,14 +45,18 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
     async def close_cache(app: FastAPI) -> None:
         await app.state.cache.store.close()
 
-    return create_service_app(
+    app = create_service_app(
         ServiceSpec(
             settings=settings,
             routers=[router, internal_router],
             description="Tasks, tags, bulk create, filtering and search of TaskHub.",
             migrations_dir=Path(__file__).parent / "migrations",
-            event_handlers=USER_EVENT_HANDLERS,
+            event_handlers={
+                event_type: refreshing_cache(handler)
+                for event_type, handler in USER_EVENT_HANDLERS.items()
+            },
             on_startup=[open_cache, sweep_at_start],
             on_shutdown=[close_cache],
         )
     )
+    return app

@@ -20,12 +20,16 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    type_coerce,
 )
+from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from taskhub_common.errors import invalid_field
+from taskhub_common.users import users
 from tasks.models import Tag, Task, task_tags
 from tasks.schemas import TaskQuery
 
@@ -59,6 +63,64 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+creator = users.alias("creator")
+assignee = users.alias("assignee")
+PERSON_FIELDS = ("id", "username", "full_name", "avatar_url", "is_active", "created_at")
+
+# The task's tags as a JSON array, sorted by name: no second query per page.
+TAGS_JSON = type_coerce(
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        "id",
+                        Tag.id,
+                        "name",
+                        Tag.name,
+                        "color",
+                        Tag.color,
+                        "created_at",
+                        Tag.created_at,
+                    ),
+                    Tag.name,
+                )
+            ),
+            text("'[]'::json"),
+        )
+    )
+    .select_from(task_tags.join(Tag, Tag.id == task_tags.c.tag_id))
+    .where(task_tags.c.task_id == Task.__table__.c.id)
+    .scalar_subquery(),
+    JSON,
+)
+
+
+def _view_select() -> Select:
+    """A task row with its tags and its creator's and assignee's directory entries."""
+    tasks = Task.__table__
+    return select(
+        *tasks.c,
+        TAGS_JSON.label("tags"),
+        *(creator.c[name].label(f"creator_{name}") for name in PERSON_FIELDS),
+        *(assignee.c[name].label(f"assignee_{name}") for name in PERSON_FIELDS),
+    ).select_from(
+        tasks.outerjoin(creator, creator.c.id == tasks.c.created_by).outerjoin(
+            assignee, assignee.c.id == tasks.c.assigned_to
+        )
+    )
+
+
+def _view(row: Row) -> dict[str, Any]:
+    values = row._mapping
+    view = {column.name: values[column.name] for column in Task.__table__.c}
+    view["tags"] = values["tags"]
+    for role in ("creator", "assignee"):
+        person = {name: values[f"{role}_{name}"] for name in PERSON_FIELDS}
+        view[role] = person if person["id"] is not None else None
+    return view
+
+
 class TaskRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -88,15 +150,24 @@ class TaskRepository:
         returning = insert(Task).returning(Task, sort_by_parameter_order=True)
         return list(await self.session.scalars(returning, rows))
 
-    async def find_page(self, query: TaskQuery) -> tuple[list[Task], int, str | None]:
-        filtered = self._filtered(query)
-        total = await self.session.scalar(
-            select(func.count()).select_from(filtered.with_only_columns(Task.id).subquery())
-        )
+    async def views(self, task_ids: list[uuid.UUID], include_deleted: bool = False) -> list[dict]:
+        """Tasks as shown to users, in the order of `task_ids` (one statement)."""
+        statement = _view_select().where(Task.__table__.c.id.in_(task_ids))
+        if not include_deleted:
+            statement = statement.where(Task.__table__.c.is_deleted.is_(False))
+        by_id = {row.id: _view(row) for row in await self.session.execute(statement)}
+        return [by_id[task_id] for task_id in task_ids if task_id in by_id]
+
+    async def count(self, query: TaskQuery) -> int:
+        statement = select(func.count()).select_from(Task.__table__).where(*self._filters(query))
+        return await self.session.scalar(statement) or 0
+
+    async def find_page(self, query: TaskQuery) -> tuple[list[dict], str | None]:
+        """One page of task views and the cursor of the next page (one statement)."""
         sort_key = _sort_key(query.sort_by)
         descending = query.sort_order == "desc"
-        statement = filtered.add_columns(sort_key.label("sort_key")).options(
-            selectinload(Task.tags)
+        statement = (
+            _view_select().add_columns(sort_key.label("sort_key")).where(*self._filters(query))
         )
         if query.cursor:
             after_value, after_id = _decode_cursor(query.cursor, sort_key)
@@ -111,35 +182,33 @@ class TaskRepository:
         ).all()
         page = rows[: query.page_size]
         next_cursor = (
-            _encode_cursor(page[-1].sort_key, page[-1].Task.id)
-            if len(rows) > query.page_size
-            else None
+            _encode_cursor(page[-1].sort_key, page[-1].id) if len(rows) > query.page_size else None
         )
-        return [row.Task for row in page], total or 0, next_cursor
+        return [_view(row) for row in page], next_cursor
 
-    def _filtered(self, query: TaskQuery) -> Select[tuple[Task]]:
-        statement = select(Task).where(Task.is_deleted.is_(False))
+    def _filters(self, query: TaskQuery) -> list[ColumnElement[bool]]:
+        filters = [Task.is_deleted.is_(False)]
         if query.status is not None:
-            statement = statement.where(Task.status == query.status)
+            filters.append(Task.status == query.status)
         if query.priority is not None:
-            statement = statement.where(Task.priority == query.priority)
+            filters.append(Task.priority == query.priority)
         if query.assigned_to is not None:
-            statement = statement.where(Task.assigned_to == query.assigned_to)
+            filters.append(Task.assigned_to == query.assigned_to)
         if query.tag is not None:
-            statement = statement.where(
+            filters.append(
                 exists()
                 .where(task_tags.c.task_id == Task.id, task_tags.c.tag_id == Tag.id)
                 .where(func.lower(Tag.name) == query.tag.lower())
             )
         if query.search is not None:
             pattern = f"%{_escape_like(query.search)}%"
-            statement = statement.where(
+            filters.append(
                 or_(
                     Task.title.ilike(pattern, escape="\\"),
                     Task.description.ilike(pattern, escape="\\"),
                 )
             )
-        return statement
+        return filters
 
     async def upsert_tags(self, names: list[str]) -> dict[str, Tag]:
         """Tags by lower-cased name, created on first use (two statements for any number)."""
@@ -172,18 +241,7 @@ class TaskRepository:
         if pairs:
             await self.session.execute(insert(task_tags), pairs)
 
-    async def load_tags(self, task_ids: list[uuid.UUID]) -> list[Task]:
-        """Tasks with their tags, after a bulk insert (which returns them without)."""
-        tasks = await self.session.scalars(
-            select(Task)
-            .where(Task.id.in_(task_ids))
-            .options(selectinload(Task.tags))
-            .execution_options(populate_existing=True)
-        )
-        by_id = {task.id: task for task in tasks}
-        return [by_id[task_id] for task_id in task_ids]
-
-    async def sweep_overdue(self) -> int:
+    async def sweep_overdue(self, producer: str) -> int:
         """Flip every task past its due date to overdue and write one task.overdue event per
         flipped task, in one statement: a task flips once, so it is announced once."""
         result = await self.session.execute(
@@ -204,14 +262,15 @@ class TaskRepository:
                     'type', 'task.overdue',
                     'version', 1,
                     'occurred_at', now(),
-                    'producer', 'tasks',
+                    'producer', CAST(:producer AS text),
                     'actor_id', NULL,
                     'aggregate_id', swept.id,
                     'data', to_jsonb(swept) - 'event_id'
                 )
                 FROM swept
                 """
-            )
+            ),
+            {"producer": producer},
         )
         return result.rowcount
 

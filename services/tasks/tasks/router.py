@@ -32,7 +32,11 @@ async def get_service(
     request: Request, principal: CurrentPrincipal, session=Depends(get_session)
 ) -> TaskService:
     await ensure_caller_known(
-        session, request.app.state.identity_client, principal.user_id, principal.token
+        session,
+        request.app.state.identity_client,
+        principal.user_id,
+        principal.token,
+        request.app.state.recent_callers,
     )
     return TaskService(
         session, request.app.state.cache, request.app.state.settings.SERVICE_NAME, principal.user_id

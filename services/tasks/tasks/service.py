@@ -11,7 +11,7 @@ from taskhub_common.db import after_commit
 from taskhub_common.errors import Conflict, NotFound, NotPermitted, invalid_field
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_events, mark_outbox_written
-from taskhub_common.users import active_user_ids, find_users
+from taskhub_common.users import active_user_ids
 from tasks.models import Task, TaskStatus
 from tasks.repository import TaskRepository
 from tasks.schemas import BulkCreate, TaskCreate, TaskList, TaskOut, TaskQuery, TaskUpdate
@@ -71,19 +71,30 @@ class TaskService:
         cached, generation = await self.cache.get(key)
         if cached is not None:
             return cached
-        task = await self._get(task_id)
-        body = (await self._present([task]))[0].model_dump_json().encode()
+        presented = await self._present([task_id])
+        if not presented:
+            raise NotFound("Task not found")
+        body = presented[0].model_dump_json().encode()
         await self.cache.set(key, body, generation)
         return body
 
     async def list_json(self, query: TaskQuery) -> bytes:
+        filters = query.model_dump_json(
+            exclude_none=True, exclude={"page", "page_size", "sort_by", "sort_order", "cursor"}
+        )
         key = "list:" + query.model_dump_json(exclude_none=True)
-        cached, generation = await self.cache.get(key)
+        # The total depends on the filters only: every page of one filter shares it.
+        (cached, cached_total), generation = await self.cache.get_many([key, "count:" + filters])
         if cached is not None:
             return cached
-        tasks, total, next_cursor = await self.tasks.find_page(query)
+        if cached_total is not None:
+            total = int(cached_total)
+        else:
+            total = await self.tasks.count(query)
+            await self.cache.set("count:" + filters, str(total).encode(), generation)
+        views, next_cursor = await self.tasks.find_page(query)
         body = TaskList(
-            tasks=await self._present(tasks),
+            tasks=[TaskOut.model_validate(view) for view in views],
             total=total,
             page=query.page,
             page_size=query.page_size,
@@ -125,7 +136,7 @@ class TaskService:
                 for task, request in zip(created, body.tasks, strict=True)
             }
         )
-        presented = await self._present(await self.tasks.load_tags([task.id for task in created]))
+        presented = await self._present([task.id for task in created])
         await self._publish([(TASK_CREATED, task, None) for task in presented])
         return presented
 
@@ -162,8 +173,7 @@ class TaskService:
         if changes:
             task.updated_at = datetime.now(UTC)  # a change of tags alone touches no column
         await self.session.flush()
-        task = await self._get(task_id)
-        presented = (await self._present([task]))[0]
+        presented = (await self._present([task_id]))[0]
         if changes:
             await self._publish([(self._update_event_type(changes), presented, changes)])
         return presented
@@ -174,7 +184,7 @@ class TaskService:
             raise NotPermitted("Only the task's creator may delete it")
         task.is_deleted = True
         await self.session.flush()
-        presented = (await self._present([await self._get(task_id, include_deleted=True)]))[0]
+        presented = (await self._present([task_id], include_deleted=True))[0]
         await self._publish([(TASK_DELETED, presented, {"is_deleted": True})])
 
     async def notify_overdue(self, task_id: uuid.UUID) -> None:
@@ -189,11 +199,11 @@ class TaskService:
         )
         if not overdue:
             raise Conflict("The task is not overdue")
-        presented = (await self._present([task]))[0]
+        presented = (await self._present([task_id]))[0]
         await self._publish([(TASK_OVERDUE, presented, None)], invalidate=False)
 
     async def sweep_overdue(self) -> int:
-        swept = await self.tasks.sweep_overdue()
+        swept = await self.tasks.sweep_overdue(self.producer)
         if swept:
             mark_outbox_written(self.session)
             after_commit(self.session, self.cache.invalidate)
@@ -215,21 +225,11 @@ class TaskService:
             names = ", ".join(sorted(str(user_id) for user_id in unknown))
             raise invalid_field(field, f"assigned_to must name an active user (not {names})")
 
-    async def _present(self, tasks: list[Task]) -> list[TaskOut]:
-        people = await find_users(
-            self.session,
-            {task.created_by for task in tasks}
-            | {task.assigned_to for task in tasks if task.assigned_to},
-        )
-        return [
-            TaskOut.model_validate(task).model_copy(
-                update={
-                    "creator": people.get(task.created_by),
-                    "assignee": people.get(task.assigned_to) if task.assigned_to else None,
-                }
-            )
-            for task in tasks
-        ]
+    async def _present(
+        self, task_ids: list[uuid.UUID], include_deleted: bool = False
+    ) -> list[TaskOut]:
+        views = await self.tasks.views(task_ids, include_deleted=include_deleted)
+        return [TaskOut.model_validate(view) for view in views]
 
     @staticmethod
     def _update_event_type(changes: dict[str, Any]) -> str:
