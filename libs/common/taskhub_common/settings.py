@@ -60,6 +60,8 @@ class ServiceSettings(BaseSettings):
     # The identity service, whose JWKS verifies access tokens; in the embedded mode this URL
     # names the in-process app.
     IDENTITY_URL: str = "http://127.0.0.1:8001"
+    # The tasks service, asked by comments and files whether a task exists (internal API).
+    TASKS_URL: str = "http://127.0.0.1:8002"
     JWT_ISSUER: str = "taskhub-identity"
     JWT_AUDIENCE: str = "taskhub"
     JWKS_CACHE_SECONDS: int = 300

@@ -17,6 +17,7 @@ from slowapi.errors import RateLimitExceeded
 from starlette.responses import Response
 
 from gateway.clients import ip_key, rate_limit_key
+from gateway.compose import TASK_VIEW, compose_task
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
 from gateway.settings import GatewaySettings
@@ -48,6 +49,8 @@ async def proxy_to_owner(request: Request) -> Response:
         raise NotFound("Not Found")
     if request.state.principal is None and not is_public(request.method, path):
         raise NotAuthenticated()
+    if request.method == "GET" and TASK_VIEW.fullmatch(path):
+        return await compose_task(request, path)
     return await forward(request, upstream, path)
 
 

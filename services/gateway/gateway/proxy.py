@@ -37,11 +37,17 @@ OWN_HEADERS = {
 }
 
 
-def _request_headers(request: Request) -> list[tuple[str, str]]:
+BODY_HEADERS = {"content-length", "content-type", "content-encoding"}
+
+
+def request_headers(request: Request, with_body: bool = True) -> list[tuple[str, str]]:
+    """The client's headers for an upstream call, less what only the gateway may set; without
+    the body's headers for calls the gateway makes on its own (a composed GET)."""
+    dropped = OWN_HEADERS if with_body else OWN_HEADERS | BODY_HEADERS
     headers = [
         (name, value)
         for name, value in request.headers.items()
-        if name not in HOP_BY_HOP and name not in OWN_HEADERS and not name.startswith("x-user-")
+        if name not in HOP_BY_HOP and name not in dropped and not name.startswith("x-user-")
     ]
     headers += [
         ("x-forwarded-for", client_ip(request)),
@@ -63,22 +69,27 @@ async def _request_body(request: Request, buffer_limit: int):
     return request.stream()
 
 
+def upstream_failure(name: str, exc: httpx.TransportError) -> Response:
+    """504 when a service is too slow, 503 when it cannot be reached."""
+    if isinstance(exc, httpx.TimeoutException):
+        logger.warning("%s timed out", name)
+        return error_response(504, f"The {name} service did not answer in time")
+    logger.warning("%s is unreachable", name, exc_info=True)
+    return error_response(503, f"The {name} service is unavailable")
+
+
 async def forward(request: Request, upstream: Upstream, path: str) -> Response:
     client: httpx.AsyncClient = request.app.state.upstream_clients[upstream.name]
     upstream_request = client.build_request(
         request.method,
         httpx.URL(path=path, query=request.url.query.encode()),
-        headers=_request_headers(request),
+        headers=request_headers(request),
         content=await _request_body(request, request.app.state.settings.BUFFER_BODY_BYTES),
     )
     try:
         upstream_response = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException:
-        logger.warning("%s timed out", upstream.name)
-        return error_response(504, f"The {upstream.name} service did not answer in time")
-    except httpx.TransportError:
-        logger.warning("%s is unreachable", upstream.name, exc_info=True)
-        return error_response(503, f"The {upstream.name} service is unavailable")
+    except httpx.TransportError as exc:
+        return upstream_failure(upstream.name, exc)
     # Raw bytes: the upstream's Content-Encoding is forwarded, so nothing may decode them.
     response = StreamingResponse(
         upstream_response.aiter_raw(),

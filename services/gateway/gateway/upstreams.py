@@ -1,6 +1,7 @@
 """The routing table: which service owns which public path."""
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from gateway.settings import GatewaySettings
 
@@ -13,6 +14,8 @@ class Upstream:
     prefixes: tuple[str, ...]
     # The service's app factory, mounted in-process in the embedded mode.
     app_factory: str
+    # Paths nested in another service's area (/api/tasks/{id}/comments); checked first.
+    patterns: tuple[re.Pattern[str], ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ def upstreams(settings: GatewaySettings) -> list[Upstream]:
 
 
 def find_upstream(table: list[Upstream], path: str) -> Upstream | None:
+    for upstream in table:
+        if any(pattern.fullmatch(path) for pattern in upstream.patterns):
+            return upstream
     for upstream in table:
         if any(
             path.startswith(prefix) or path == prefix.rstrip("/") for prefix in upstream.prefixes

@@ -44,7 +44,10 @@ def make_gateway(identity: FastAPI) -> GatewayFactory:
             **overrides,
         )
         app = create_gateway(settings)
-        app.state.upstreams = [*app.state.upstreams, *extra_upstreams]
+        # A test's upstreams come first and replace the defaults of the same name.
+        names = {upstream.name for upstream in extra_upstreams}
+        defaults = [upstream for upstream in app.state.upstreams if upstream.name not in names]
+        app.state.upstreams = [*extra_upstreams, *defaults]
         async with app.router.lifespan_context(app):
             yield app
 

@@ -66,3 +66,28 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+def task_service_app(comments_status: int = 200) -> FastAPI:
+    """Stand-ins for tasks, comments and files, to test how the gateway composes a task."""
+    app = FastAPI()
+    app.state.part_calls = []
+
+    @app.get("/api/tasks/{task_id}")
+    async def task(task_id: str) -> Response:
+        if task_id == "missing":
+            return JSONResponse({"detail": "Task not found"}, status_code=404)
+        return JSONResponse({"id": task_id, "title": "composed", "comments": [], "files": []})
+
+    @app.get("/api/tasks/{task_id}/{part}")
+    async def part(task_id: str, part: str, request: Request) -> Response:
+        app.state.part_calls.append((part, dict(request.query_params)))
+        if part == "comments" and comments_status != 200:
+            return JSONResponse({"detail": "broken"}, status_code=comments_status)
+        return JSONResponse([{"id": f"{part}-1", "task_id": task_id}])
+
+    @app.get("/health/ready")
+    async def ready() -> dict:
+        return {"status": "ok"}
+
+    return app

@@ -1,5 +1,6 @@
 """The gateway in front of real upstreams: identity in-process, an echo service over real HTTP."""
 
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -8,7 +9,7 @@ from fastapi import FastAPI
 from gateway.upstreams import Upstream
 from taskhub_common.testing import bearer, new_user
 
-from .echo_upstream import echo_app, free_port, serve
+from .echo_upstream import echo_app, free_port, serve, task_service_app
 
 
 @pytest.fixture(scope="session")
@@ -254,3 +255,65 @@ async def test_merged_openapi_holds_identity_routes_with_resolvable_refs(
     assert refs and refs <= set(schemas)
     assert docs.status_code == redoc.status_code == 200
     assert "/openapi.json" in docs.text
+
+
+@pytest.fixture(scope="session")
+async def task_parts_url() -> AsyncIterator[str]:
+    async for url in serve(task_service_app()):
+        yield url
+
+
+async def test_nested_paths_go_to_the_owning_service(
+    make_gateway, client_for, task_parts_url, echo_url
+) -> None:
+    table = [
+        Upstream("tasks", echo_url, ("/api/tasks/",), ""),
+        Upstream(
+            "comments", task_parts_url, (), "", (re.compile(r"/api/tasks/[^/]+/comments(/.*)?"),)
+        ),
+    ]
+    async with make_gateway(table) as app, client_for(app) as client:
+        token = await token_for(client)
+        nested = await client.get("/api/tasks/42/comments", headers=bearer(token))
+    assert nested.json() == [{"id": "comments-1", "task_id": "42"}]
+
+
+async def test_a_task_is_composed_with_its_comments_and_files(
+    make_gateway, client_for, task_parts_url
+) -> None:
+    table = [
+        Upstream(name, task_parts_url, ("/api/tasks/",) if name == "tasks" else (), "")
+        for name in ("tasks", "comments", "files")
+    ]
+    async with make_gateway(table) as app, client_for(app) as client:
+        token = await token_for(client)
+        # A body on a GET must not leak its Content-Length into the gateway's own calls.
+        composed = await client.request(
+            "GET", "/api/tasks/7", headers=bearer(token), json={"ignored": True}
+        )
+        missing = await client.get("/api/tasks/missing", headers=bearer(token))
+        anonymous = await client.get("/api/tasks/7")
+    assert composed.status_code == 200
+    assert composed.json()["comments"] == [{"id": "comments-1", "task_id": "7"}]
+    assert composed.json()["files"] == [{"id": "files-1", "task_id": "7"}]
+    assert "x-missing-parts" not in composed.headers
+    assert missing.status_code == 404
+    assert anonymous.status_code == 401
+
+
+async def test_a_task_is_served_when_a_part_is_down(
+    make_gateway, client_for, task_parts_url
+) -> None:
+    async for broken_url in serve(task_service_app(comments_status=503)):
+        table = [
+            Upstream("tasks", task_parts_url, ("/api/tasks/",), ""),
+            Upstream("comments", broken_url, (), ""),
+            Upstream("files", f"http://127.0.0.1:{free_port()}", (), ""),
+        ]
+        async with make_gateway(table) as app, client_for(app) as client:
+            token = await token_for(client)
+            composed = await client.get("/api/tasks/7", headers=bearer(token))
+        assert composed.status_code == 200
+        assert composed.json()["title"] == "composed"
+        assert composed.json()["comments"] == [] and composed.json()["files"] == []
+        assert composed.headers["x-missing-parts"] == "comments,files"

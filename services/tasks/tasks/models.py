@@ -89,6 +89,14 @@ class Task(Base):
         Index("ix_tasks_assigned_to_status", "assigned_to", "status"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
         Index("ix_tasks_updated_at_id", "updated_at", "id"),
+        Index("ix_tasks_title_id", "title", "id"),
+        Index("ix_tasks_priority_id", "priority", "id"),
+        Index("ix_tasks_status_id", "status", "id"),
+        Index(
+            "ix_tasks_due_sort",
+            text("coalesce(due_date, '9999-12-31 00:00:00+00'::timestamptz)"),
+            "id",
+        ),
         # Only what the overdue sweep can still flip.
         Index(
             "ix_tasks_overdue_candidates",

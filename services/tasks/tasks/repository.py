@@ -3,7 +3,7 @@
 import base64
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -12,10 +12,10 @@ from sqlalchemy import (
     Enum,
     Select,
     delete,
-    exists,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -27,14 +27,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.sql import Subquery
 
 from taskhub_common.errors import invalid_field
 from taskhub_common.users import users
 from tasks.models import Tag, Task, task_tags
 from tasks.schemas import TaskQuery
 
-# Tasks without a due date sort after every dated one (and keyset paging needs a value).
-NO_DUE_DATE = datetime(9999, 12, 31, tzinfo=UTC)
+# Tasks without a due date sort after every dated one (and keyset paging needs a value). A
+# literal, not a parameter, so that the expression index ix_tasks_due_sort matches it.
+DUE_SORT_KEY = func.coalesce(
+    Task.due_date, literal_column("'9999-12-31 00:00:00+00'::timestamptz", DateTime(timezone=True))
+)
 
 TAG_COLORS = [
     "#ef4444",
@@ -55,7 +59,7 @@ def tag_color(name: str) -> str:
 
 def _sort_key(sort_by: str) -> ColumnElement[Any]:
     if sort_by == "due_date":
-        return func.coalesce(Task.due_date, literal(NO_DUE_DATE, DateTime(timezone=True)))
+        return DUE_SORT_KEY
     return getattr(Task, sort_by)
 
 
@@ -96,16 +100,18 @@ TAGS_JSON = type_coerce(
 )
 
 
-def _view_select() -> Select:
-    """A task row with its tags and its creator's and assignee's directory entries."""
+def _view_select(page: Subquery | None = None) -> Select:
+    """A task row with its tags and its creator's and assignee's directory entries; joined to
+    `page` (ids chosen by an indexed query) when given, so the joins run for those rows only."""
     tasks = Task.__table__
+    source = tasks if page is None else page.join(tasks, tasks.c.id == page.c.id)
     return select(
         *tasks.c,
         TAGS_JSON.label("tags"),
         *(creator.c[name].label(f"creator_{name}") for name in PERSON_FIELDS),
         *(assignee.c[name].label(f"assignee_{name}") for name in PERSON_FIELDS),
     ).select_from(
-        tasks.outerjoin(creator, creator.c.id == tasks.c.created_by).outerjoin(
+        source.outerjoin(creator, creator.c.id == tasks.c.created_by).outerjoin(
             assignee, assignee.c.id == tasks.c.assigned_to
         )
     )
@@ -163,28 +169,34 @@ class TaskRepository:
         return await self.session.scalar(statement) or 0
 
     async def find_page(self, query: TaskQuery) -> tuple[list[dict], str | None]:
-        """One page of task views and the cursor of the next page (one statement)."""
+        """One page of task views and the cursor of the next page (one statement: the page's ids
+        come from an index-ordered subquery, and only those rows are joined and decorated)."""
         sort_key = _sort_key(query.sort_by)
         descending = query.sort_order == "desc"
-        statement = (
-            _view_select().add_columns(sort_key.label("sort_key")).where(*self._filters(query))
-        )
+        ids = select(Task.id, sort_key.label("sort_key")).where(*self._filters(query))
         if query.cursor:
             after_value, after_id = _decode_cursor(query.cursor, sort_key)
             position = tuple_(sort_key, Task.id)
             boundary = tuple_(literal(after_value, sort_key.type), literal(after_id))
-            statement = statement.where(position < boundary if descending else position > boundary)
+            ids = ids.where(position < boundary if descending else position > boundary)
         else:
-            statement = statement.offset((query.page - 1) * query.page_size)
+            ids = ids.offset((query.page - 1) * query.page_size)
         order = [sort_key.desc(), Task.id.desc()] if descending else [sort_key.asc(), Task.id.asc()]
-        rows = (
-            await self.session.execute(statement.order_by(*order).limit(query.page_size + 1))
-        ).all()
-        page = rows[: query.page_size]
-        next_cursor = (
-            _encode_cursor(page[-1].sort_key, page[-1].id) if len(rows) > query.page_size else None
+        page = ids.order_by(*order).limit(query.page_size + 1).subquery("page")
+        page_order = [page.c.sort_key, page.c.id]
+        statement = (
+            _view_select(page)
+            .add_columns(page.c.sort_key)
+            .order_by(*(column.desc() if descending else column.asc() for column in page_order))
         )
-        return [_view(row) for row in page], next_cursor
+        rows = (await self.session.execute(statement)).all()
+        shown = rows[: query.page_size]
+        next_cursor = (
+            _encode_cursor(shown[-1].sort_key, shown[-1].id)
+            if len(rows) > query.page_size
+            else None
+        )
+        return [_view(row) for row in shown], next_cursor
 
     def _filters(self, query: TaskQuery) -> list[ColumnElement[bool]]:
         filters = [Task.is_deleted.is_(False)]
@@ -195,11 +207,12 @@ class TaskRepository:
         if query.assigned_to is not None:
             filters.append(Task.assigned_to == query.assigned_to)
         if query.tag is not None:
-            filters.append(
-                exists()
-                .where(task_tags.c.task_id == Task.id, task_tags.c.tag_id == Tag.id)
+            tagged = (
+                select(task_tags.c.task_id)
+                .join(Tag, Tag.id == task_tags.c.tag_id)
                 .where(func.lower(Tag.name) == query.tag.lower())
             )
+            filters.append(Task.id.in_(tagged))
         if query.search is not None:
             pattern = f"%{_escape_like(query.search)}%"
             filters.append(

@@ -9,6 +9,7 @@ from taskhub_common.auth import CurrentPrincipal
 from taskhub_common.db import get_session
 from taskhub_common.internal_auth import ServiceCaller
 from taskhub_common.routing import service_router
+from taskhub_common.tasks_client import TaskReference
 from taskhub_common.users import ensure_caller_known
 from tasks.schemas import (
     BulkCreate,
@@ -82,6 +83,18 @@ async def delete_task(task_id: uuid.UUID, service: Service) -> Response:
 async def notify_overdue(task_id: uuid.UUID, service: Service) -> OverdueNotice:
     await service.notify_overdue(task_id)
     return OverdueNotice(detail="Overdue notice sent", task_id=task_id)
+
+
+@internal_router.get("/{task_id}")
+async def task_reference(
+    task_id: uuid.UUID, request: Request, _: ServiceCaller, session=Depends(get_session)
+) -> TaskReference:
+    """What comments and files need to know of a task: that it exists (not deleted), and who
+    created it and is assigned to it."""
+    service = TaskService(
+        session, request.app.state.cache, request.app.state.settings.SERVICE_NAME, caller_id=None
+    )
+    return await service.reference(task_id)
 
 
 @internal_router.post("/overdue-sweep")

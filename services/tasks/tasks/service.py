@@ -11,10 +11,18 @@ from taskhub_common.db import after_commit
 from taskhub_common.errors import Conflict, NotFound, NotPermitted, invalid_field
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_events, mark_outbox_written
+from taskhub_common.tasks_client import TaskReference
 from taskhub_common.users import active_user_ids
 from tasks.models import Task, TaskStatus
 from tasks.repository import TaskRepository
-from tasks.schemas import BulkCreate, TaskCreate, TaskList, TaskOut, TaskQuery, TaskUpdate
+from tasks.schemas import (
+    BulkCreate,
+    TaskCreate,
+    TaskList,
+    TaskOut,
+    TaskQuery,
+    TaskUpdate,
+)
 
 TASK_CREATED = "task.created"
 TASK_UPDATED = "task.updated"
@@ -201,6 +209,9 @@ class TaskService:
             raise Conflict("The task is not overdue")
         presented = (await self._present([task_id]))[0]
         await self._publish([(TASK_OVERDUE, presented, None)], invalidate=False)
+
+    async def reference(self, task_id: uuid.UUID) -> TaskReference:
+        return TaskReference.model_validate(await self._get(task_id), from_attributes=True)
 
     async def sweep_overdue(self) -> int:
         swept = await self.tasks.sweep_overdue(self.producer)
