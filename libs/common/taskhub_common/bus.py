@@ -255,14 +255,7 @@ class RabbitMQBus:
             else:
                 try:
                     await channel.default_exchange.publish(
-                        aio_pika.Message(
-                            body=message.body,
-                            content_type=message.content_type,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message.message_id,
-                            type=message.type,
-                            headers=headers,
-                        ),
+                        copy_message(message, headers),
                         routing_key=target,
                         timeout=self.publish_timeout,
                     )
@@ -276,6 +269,18 @@ class RabbitMQBus:
             await message.ack()
         except ChannelInvalidStateError:
             logger.warning("ack after a reconnect failed; the message will be redelivered")
+
+
+def copy_message(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
+    """The same event as a new persistent message, with other headers (a retry, a replay)."""
+    return aio_pika.Message(
+        body=message.body,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+        headers=headers,
+    )
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import aio_pika
 
+from taskhub_common.bus import copy_message
+
 
 @dataclass
 class DeadLetter:
@@ -59,15 +61,7 @@ async def replay_dead_letters(url: str, service: str) -> int:
                 if key not in ("x-attempt", "x-error")
             }
             await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=message.body,
-                    content_type=message.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message.message_id,
-                    type=message.type,
-                    headers=headers,
-                ),
-                routing_key=f"{service}.events",
+                copy_message(message, headers), routing_key=f"{service}.events"
             )
             await message.ack()  # only once the broker confirmed the copy
             replayed += 1
