@@ -150,7 +150,10 @@ async def main(total: int, requests: int, concurrency: int) -> None:
                     "priority": PRIORITIES[i % 4],
                 },
                 "tag": lambda i: {"page": 1 + i % 50, "tag": f"team-{1 + i % 20}"},
-                "searched": lambda i: {"page": 1 + i % 20, "search": WORDS[i % len(WORDS)]},
+                "searched": lambda i: {
+                    "page": 1 + i % 20,
+                    "search": WORDS[(i // 20) % len(WORDS)],
+                },
                 "sorted by due date": lambda i: {"page": 1 + i % pages, "sort_by": "due_date"},
                 "deep cursor": lambda i: {"cursor": cursors[i % len(cursors)]},
             }

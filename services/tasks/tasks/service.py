@@ -54,14 +54,6 @@ def derive_status(start_date: datetime | None, due_date: datetime | None) -> Tas
     return TaskStatus.TODO
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
 class TaskService:
     def __init__(
         self, session: AsyncSession, cache: GenerationalCache, producer: str, caller_id: uuid.UUID
@@ -256,9 +248,10 @@ class TaskService:
     ) -> None:
         envelopes = []
         for event_type, task, changes in events:
-            data = task.model_dump(mode="json", exclude={"files", "comments"})
+            # Python values here; the outbox writes the envelope as JSON in one pass.
+            data = task.model_dump(exclude={"files", "comments"})
             if changes is not None:
-                data["changes"] = {key: _json_value(value) for key, value in changes.items()}
+                data["changes"] = changes
             envelopes.append(
                 EventEnvelope(
                     type=event_type,
