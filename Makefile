@@ -4,7 +4,8 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks
+.PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
+	bench-comments bench-files
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -34,10 +35,16 @@ dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 
 ## Benchmarks print figures (they are not tests); they need the local servers like `make test`.
-bench: bench-tasks
+bench: bench-tasks bench-comments bench-files
 
 bench-tasks: install
 	$(UV) run --frozen python -m bench.tasks.run
+
+bench-comments: install
+	$(UV) run --frozen python -m bench.comments.run
+
+bench-files: install
+	$(UV) run --frozen python -m bench.files.run
 
 lint: install
 	$(UV) run --frozen ruff check .

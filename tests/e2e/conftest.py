@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 
 from taskhub_common.testing import TcpProxy, recreate_database
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, free_port
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +23,36 @@ def tasks_redis() -> Iterator[TcpProxy]:
     proxy.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API (moto's server) for the files service of the distributed mode."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server._port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session", params=["embedded", "distributed"])
-async def stack(request, tmp_path_factory, tasks_redis: TcpProxy) -> AsyncIterator[Stack]:
+async def stack(
+    request, tmp_path_factory, tasks_redis: TcpProxy, s3_server: str
+) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp(request.param)
     # The gateway believes X-Forwarded-For from 127.0.0.1: each test is a client of its own.
     running = Stack(
         request.param,
         workdir,
         extra_env={"ENVIRONMENT": "test", "TRUSTED_PROXIES": "127.0.0.1"},
-        service_env={"tasks": {"REDIS_PORT": str(tasks_redis.port)}},
+        service_env={
+            "tasks": {"REDIS_PORT": str(tasks_redis.port)},
+            # The embedded mode keeps files under DATA_DIR; the distributed one in S3.
+            "files": {
+                "AWS_BUCKET": "taskhub-e2e",
+                "AWS_ACCESS_KEY_ID": "e2e",
+                "AWS_SECRET_ACCESS_KEY": "e2e",
+                "AWS_REGION": "us-east-1",
+                "CUSTOM_S3_ENDPOINT_URL": s3_server,
+            },
+        },
     )
     if request.param == "distributed":
         await recreate_database(running.database)

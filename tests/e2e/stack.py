@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTED_SERVICES = [
     ("identity", "identity.app:create_app", "IDENTITY_URL", 8001),
     ("tasks", "tasks.app:create_app", "TASKS_URL", 8002),
+    ("comments", "comments.app:create_app", "COMMENTS_URL", 8003),
+    ("files", "files.app:create_app", "FILES_URL", 8004),
 ]
 
 

@@ -20,6 +20,8 @@ from taskhub_common.logs import configure_logging
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
 from taskhub_common.settings import ServiceSettings
+from taskhub_common.tasks_client import TasksClient
+from taskhub_common.users import RecentCallers
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class ServiceSpec:
     on_shutdown: list[Hook] = field(default_factory=list)
     # The gateway serves a merged document of its own instead.
     openapi_docs: bool = True
+    # Services that hang things on tasks ask tasks about them: app.state.tasks_client.
+    asks_tasks: bool = False
 
 
 def create_service_app(spec: ServiceSpec) -> FastAPI:
@@ -66,6 +70,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 await consumer.subscribe(bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms)
         identity_client = make_http_client(settings.IDENTITY_URL, timeout=5.0)
         app.state.identity_client = identity_client
+        app.state.recent_callers = RecentCallers()
+        if spec.asks_tasks:
+            # Made here, not at import: in the embedded mode the tasks app is registered by now.
+            app.state.tasks_client = TasksClient(
+                make_http_client(settings.TASKS_URL, timeout=settings.TASKS_TIMEOUT_SECONDS),
+                settings.SECRET_KEY,
+            )
         key_source = (
             spec.key_source(app)
             if spec.key_source
@@ -86,6 +97,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await identity_client.aclose()
+            if spec.asks_tasks:
+                await app.state.tasks_client.client.aclose()
             await bus.close()
             if app.state.database is not None:
                 await app.state.database.dispose()

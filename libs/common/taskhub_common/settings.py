@@ -62,6 +62,8 @@ class ServiceSettings(BaseSettings):
     IDENTITY_URL: str = "http://127.0.0.1:8001"
     # The tasks service, asked by comments and files whether a task exists (internal API).
     TASKS_URL: str = "http://127.0.0.1:8002"
+    # How long a request waits for the tasks service to say whether a task exists.
+    TASKS_TIMEOUT_SECONDS: float = 5.0
     JWT_ISSUER: str = "taskhub-identity"
     JWT_AUDIENCE: str = "taskhub"
     JWKS_CACHE_SECONDS: int = 300

@@ -8,14 +8,18 @@ its own copy and never calls identity per request. A caller that the directory d
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
 import httpx
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, Uuid, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskhub_common.auth import CurrentPrincipal, Principal
 from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
+from taskhub_common.db import get_session
 from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
 from taskhub_common.events import EventEnvelope
 
@@ -138,3 +142,17 @@ async def ensure_caller_known(
         raise ServiceUnavailable("Identity is unavailable")
     user = UserData.model_validate({**response.json(), "email": ""})
     await upsert_user(session, user, _EPOCH)
+
+
+async def known_caller(
+    request: Request, principal: CurrentPrincipal, session: AsyncSession = Depends(get_session)
+) -> Principal:
+    """The caller, checked against this service's user directory (see ensure_caller_known)."""
+    state = request.app.state
+    await ensure_caller_known(
+        session, state.identity_client, principal.user_id, principal.token, state.recent_callers
+    )
+    return principal
+
+
+KnownCaller = Annotated[Principal, Depends(known_caller)]

@@ -198,6 +198,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        expose_headers=["X-Request-ID", "Retry-After", "X-Total-Count", "X-Missing-Parts"],
     )
     return app

@@ -43,6 +43,20 @@ def upstreams(settings: GatewaySettings) -> list[Upstream]:
             "identity.app:create_app",
         ),
         Upstream("tasks", settings.TASKS_URL, ("/api/tasks/",), "tasks.app:create_app"),
+        Upstream(
+            "comments",
+            settings.COMMENTS_URL,
+            (),
+            "comments.app:create_app",
+            (re.compile(r"/api/tasks/[^/]+/comments(/.*)?"),),
+        ),
+        Upstream(
+            "files",
+            settings.FILES_URL,
+            (),
+            "files.app:create_app",
+            (re.compile(r"/api/tasks/[^/]+/files(/.*)?"),),
+        ),
     ]
 
 

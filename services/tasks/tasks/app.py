@@ -9,7 +9,7 @@ from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.cache import GenerationalCache, make_store
 from taskhub_common.db import after_commit
 from taskhub_common.events import EventEnvelope
-from taskhub_common.users import USER_EVENT_HANDLERS, RecentCallers
+from taskhub_common.users import USER_EVENT_HANDLERS
 from tasks.router import internal_router, router
 from tasks.service import TaskService
 from tasks.settings import TasksSettings
@@ -29,7 +29,6 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
         return handle
 
     async def open_cache(app: FastAPI) -> None:
-        app.state.recent_callers = RecentCallers()
         # Namespaced by database too: stacks sharing one Redis never read each other's entries.
         app.state.cache = GenerationalCache(
             make_store(settings.redis_url),

@@ -5,12 +5,11 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
 
-from taskhub_common.auth import CurrentPrincipal
 from taskhub_common.db import get_session
 from taskhub_common.internal_auth import ServiceCaller
 from taskhub_common.routing import service_router
 from taskhub_common.tasks_client import TaskReference
-from taskhub_common.users import ensure_caller_known
+from taskhub_common.users import KnownCaller
 from tasks.schemas import (
     BulkCreate,
     OverdueNotice,
@@ -30,15 +29,8 @@ internal_router = service_router(
 
 
 async def get_service(
-    request: Request, principal: CurrentPrincipal, session=Depends(get_session)
+    request: Request, principal: KnownCaller, session=Depends(get_session)
 ) -> TaskService:
-    await ensure_caller_known(
-        session,
-        request.app.state.identity_client,
-        principal.user_id,
-        principal.token,
-        request.app.state.recent_callers,
-    )
     return TaskService(
         session, request.app.state.cache, request.app.state.settings.SERVICE_NAME, principal.user_id
     )

@@ -1,0 +1,5 @@
+from taskhub_common.settings import ServiceSettings
+
+
+class CommentsSettings(ServiceSettings):
+    SERVICE_NAME: str = "comments"

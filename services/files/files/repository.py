@@ -1,0 +1,50 @@
+"""Every query of the files service."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import exists, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from files.models import DeletedTask, File
+
+
+class FileRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, files: list[File]) -> None:
+        self.session.add_all(files)
+        await self.session.flush()
+
+    async def list_for_task(self, task_id: uuid.UUID) -> list[File]:
+        """A task's live files in upload order."""
+        statement = (
+            select(File)
+            .where(File.task_id == task_id, File.is_deleted.is_(False))
+            .order_by(File.created_at, File.id)
+        )
+        return list(await self.session.scalars(statement))
+
+    async def get(
+        self, task_id: uuid.UUID, file_id: uuid.UUID, for_update: bool = False
+    ) -> File | None:
+        statement = select(File).where(
+            File.id == file_id, File.task_id == task_id, File.is_deleted.is_(False)
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def task_deleted(self, task_id: uuid.UUID) -> bool:
+        return bool(
+            await self.session.scalar(select(exists().where(DeletedTask.task_id == task_id)))
+        )
+
+    async def record_deleted_task(self, task_id: uuid.UUID, deleted_at: datetime) -> None:
+        await self.session.execute(
+            insert(DeletedTask)
+            .values(task_id=task_id, deleted_at=deleted_at)
+            .on_conflict_do_nothing(index_elements=[DeletedTask.task_id])
+        )
