@@ -1,8 +1,9 @@
 """Starts the suite as real processes for the end-to-end tests (and `make run-distributed`).
 
 embedded:    one process, `python -m gateway.embedded`, on its own PostgreSQL from the wheel.
-distributed: identity and gateway as separate uvicorn processes on the local PostgreSQL,
-             RabbitMQ and Redis.
+distributed: identity, tasks, comments, files and the gateway as separate uvicorn processes
+             on the local PostgreSQL, RabbitMQ and Redis (files on an S3 API when the caller
+             gives it one; see tests/e2e/conftest.py).
 """
 
 import asyncio
