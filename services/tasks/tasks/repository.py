@@ -131,25 +131,16 @@ class TaskRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(
-        self, task_id: uuid.UUID, for_update: bool = False, include_deleted: bool = False
-    ) -> Task | None:
+    async def get(self, task_id: uuid.UUID, for_update: bool = False) -> Task | None:
         statement = (
             select(Task)
-            .where(Task.id == task_id)
+            .where(Task.id == task_id, Task.is_deleted.is_(False))
             .options(selectinload(Task.tags))
             .execution_options(populate_existing=True)
         )
-        if not include_deleted:
-            statement = statement.where(Task.is_deleted.is_(False))
         if for_update:
             statement = statement.with_for_update(of=Task)
         return await self.session.scalar(statement)
-
-    async def add(self, task: Task) -> Task:
-        self.session.add(task)
-        await self.session.flush()
-        return task
 
     async def add_many(self, rows: list[dict[str, Any]]) -> list[Task]:
         """One INSERT … VALUES (…), (…) … RETURNING for the whole batch."""

@@ -214,10 +214,8 @@ class TaskService:
 
     # Helpers.
 
-    async def _get(
-        self, task_id: uuid.UUID, for_update: bool = False, include_deleted: bool = False
-    ) -> Task:
-        task = await self.tasks.get(task_id, for_update=for_update, include_deleted=include_deleted)
+    async def _get(self, task_id: uuid.UUID, for_update: bool = False) -> Task:
+        task = await self.tasks.get(task_id, for_update=for_update)
         if task is None:
             raise NotFound("Task not found")
         return task
