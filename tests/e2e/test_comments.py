@@ -5,14 +5,8 @@ import uuid
 import httpx
 import pytest
 
+from taskhub_common.testing import create_task
 from tests.e2e.accounts import register
-
-
-async def create_task(api: httpx.AsyncClient, account: dict, **fields) -> dict:
-    fields.setdefault("title", "commented")
-    response = await api.post("/api/tasks", headers=account["headers"], json=fields)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def url(task: dict | str, comment: dict | str | None = None) -> str:
@@ -37,7 +31,7 @@ async def listing(api: httpx.AsyncClient, account: dict, task: dict, **params) -
 
 async def test_create_list_update_delete(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     created = await comment(api, owner, task, "Looks **good**\nsee [docs](https://example.com)")
     assert created["task_id"] == task["id"]
     assert created["user_id"] == owner["id"]
@@ -67,7 +61,7 @@ async def test_create_list_update_delete(api: httpx.AsyncClient) -> None:
 
 async def test_the_task_view_carries_its_comments(api: httpx.AsyncClient) -> None:
     owner, reader = await register(api), await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     first = await comment(api, owner, task, "first")
     second = await comment(api, reader, task, "second")
     response = await api.get(f"/api/tasks/{task['id']}", headers=reader["headers"])
@@ -78,7 +72,7 @@ async def test_the_task_view_carries_its_comments(api: httpx.AsyncClient) -> Non
 
 async def test_anonymous_is_401_everywhere(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     mine = await comment(api, owner, task, "mine")
     for method, path in [
         ("POST", url(task)),
@@ -95,7 +89,7 @@ async def test_a_second_user_reads_and_comments_but_may_not_change(
     api: httpx.AsyncClient,
 ) -> None:
     owner, stranger = await register(api), await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     mine = await comment(api, owner, task, "mine")
     theirs = await comment(api, stranger, task, "theirs")
     assert await listing(api, stranger, task) == ([mine, theirs], 2)
@@ -108,7 +102,7 @@ async def test_a_second_user_reads_and_comments_but_may_not_change(
 
 async def test_unknown_and_deleted_tasks_are_404(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     kept = await comment(api, owner, task, "kept")
     unknown = str(uuid.uuid4())
     for method, path in [("POST", url(unknown)), ("GET", url(unknown))]:
@@ -136,7 +130,7 @@ async def test_unknown_and_deleted_tasks_are_404(api: httpx.AsyncClient) -> None
 )
 async def test_bad_comment_input_is_422(api: httpx.AsyncClient, body: dict) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     existing = await comment(api, owner, task, "existing")
     response = await api.post(url(task), headers=owner["headers"], json=body)
     assert response.status_code == 422, response.text
@@ -147,7 +141,7 @@ async def test_bad_comment_input_is_422(api: httpx.AsyncClient, body: dict) -> N
 
 async def test_bad_ids_and_paging_are_422(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     for method, path, params in [
         ("GET", url("not-a-uuid"), {}),
         ("POST", url("not-a-uuid"), {}),
@@ -166,7 +160,7 @@ async def test_bad_ids_and_paging_are_422(api: httpx.AsyncClient) -> None:
 
 async def test_xss_comes_back_inert(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     content = (
         "<script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n[x](javascript:alert(1))\n\n"
         '<a href="data:text/html,<script>alert(2)</script>">d</a>\n\n'
@@ -182,7 +176,7 @@ async def test_xss_comes_back_inert(api: httpx.AsyncClient) -> None:
 
 async def test_pagination_and_order(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     created = [await comment(api, owner, task, f"n{i}") for i in range(5)]
     ids = [c["id"] for c in created]
     listed, total = await listing(api, owner, task)
@@ -200,7 +194,7 @@ async def test_openapi_holds_the_comment_routes(api: httpx.AsyncClient) -> None:
 
 async def test_trailing_slash_of_the_seed_spa(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     created = await api.post(f"{url(task)}/", headers=owner["headers"], json={"content": "slash"})
     assert created.status_code == 201
     assert (await api.get(f"{url(task)}/", headers=owner["headers"])).json() == [created.json()]

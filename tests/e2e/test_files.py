@@ -10,6 +10,7 @@ import zlib
 import httpx
 import pytest
 
+from taskhub_common.testing import create_task
 from tests.e2e.accounts import register
 
 MiB = 1024 * 1024
@@ -30,13 +31,6 @@ def png(size: int = 4) -> bytes:
 PNG = png()
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + bytes(100)
-
-
-async def create_task(api: httpx.AsyncClient, account: dict, **fields) -> dict:
-    fields.setdefault("title", "with attachments")
-    response = await api.post("/api/tasks", headers=account["headers"], json=fields)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def url(task: dict | str, file: dict | str | None = None) -> str:
@@ -65,7 +59,7 @@ async def upload_ok(
 
 async def test_upload_download_list_delete(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     [file] = await upload_ok(api, owner, task, ("Résumé 2026.png", PNG, "image/png"))
     assert file["task_id"] == task["id"]
     assert file["filename"] == f"{file['id']}.png"
@@ -99,7 +93,7 @@ async def test_upload_download_list_delete(api: httpx.AsyncClient) -> None:
 
 async def test_several_and_large_files_stream_through(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     # Incompressible and just under the 10 MiB limit: many chunks each way.
     large = PDF + os.urandom(10 * MiB - len(PDF))
     text = "zeile eins\nzweite Zeile: äöü\n".encode()
@@ -122,7 +116,7 @@ async def test_several_and_large_files_stream_through(api: httpx.AsyncClient) ->
 
 async def test_anonymous_is_401_everywhere(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     some_file = uuid.uuid4()
     for method, path in [
         ("POST", url(task)),
@@ -136,7 +130,7 @@ async def test_anonymous_is_401_everywhere(api: httpx.AsyncClient) -> None:
 
 async def test_who_may_delete(api: httpx.AsyncClient) -> None:
     owner, uploader, stranger = await register(api), await register(api), await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     first, second = await upload_ok(
         api,
         uploader,
@@ -154,7 +148,7 @@ async def test_who_may_delete(api: httpx.AsyncClient) -> None:
 
 async def test_refused_uploads(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     spoofed = await upload(api, owner, task, ("photo.png", EXE, "image/png"))
     assert spoofed.status_code == 415
     assert spoofed.json()["code"] == "unsupported_media_type"
@@ -186,7 +180,7 @@ async def test_unknown_and_deleted_tasks_are_404(api: httpx.AsyncClient) -> None
     assert (await api.get(url(unknown), headers=owner["headers"])).status_code == 404
     response = await upload(api, owner, {"id": unknown}, ("a.txt", b"x\n", "text/plain"))
     assert response.status_code == 404
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     [file] = await upload_ok(api, owner, task, ("a.txt", b"kept\n", "text/plain"))
     assert (
         await api.get(url(task, str(uuid.uuid4())), headers=owner["headers"])
@@ -213,7 +207,7 @@ async def test_openapi_holds_the_file_routes(api: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("name", ['a"b.txt', "a\\b.txt", "semi;colon.txt", "日本語.txt"])
 async def test_names_come_back_in_a_safe_header(api: httpx.AsyncClient, name: str) -> None:
     owner = await register(api)
-    task = await create_task(api, owner)
+    task = await create_task(api, owner["headers"])
     [file] = await upload_ok(api, owner, task, (name, b"text\n", "text/plain"))
     disposition = (await api.get(url(task, file), headers=owner["headers"])).headers[
         "content-disposition"

@@ -7,17 +7,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from taskhub_common.testing import create_task
 from tests.e2e.accounts import register, wait_until_tasks_knows
 
 
 def iso(delta: timedelta) -> str:
     return (datetime.now(UTC) + delta).isoformat()
-
-
-async def create(api: httpx.AsyncClient, account: dict, **fields) -> dict:
-    response = await api.post("/api/tasks", headers=account["headers"], json=fields)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def listing(api: httpx.AsyncClient, account: dict, **params) -> dict:
@@ -28,8 +23,13 @@ async def listing(api: httpx.AsyncClient, account: dict, **params) -> dict:
 
 async def test_create_get_update_delete(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create(
-        api, owner, title="Write the report", description="*soon*", priority="high", tags=["Work"]
+    task = await create_task(
+        api,
+        owner["headers"],
+        title="Write the report",
+        description="*soon*",
+        priority="high",
+        tags=["Work"],
     )
     assert task["status"] == "todo"
     assert task["creator"]["username"] == owner["user"]["username"]
@@ -61,15 +61,17 @@ async def test_create_get_update_delete(api: httpx.AsyncClient) -> None:
 
 async def test_status_follows_the_dates(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    assert (await create(api, owner, title="late", due_date=iso(-timedelta(days=1))))[
-        "status"
-    ] == "overdue"
-    assert (await create(api, owner, title="started", start_date=iso(-timedelta(hours=1))))[
-        "status"
-    ] == "in_progress"
-    assert (await create(api, owner, title="later", start_date=iso(timedelta(days=1))))[
-        "status"
-    ] == "todo"
+    assert (
+        await create_task(api, owner["headers"], title="late", due_date=iso(-timedelta(days=1)))
+    )["status"] == "overdue"
+    assert (
+        await create_task(
+            api, owner["headers"], title="started", start_date=iso(-timedelta(hours=1))
+        )
+    )["status"] == "in_progress"
+    assert (
+        await create_task(api, owner["headers"], title="later", start_date=iso(timedelta(days=1)))
+    )["status"] == "todo"
 
 
 async def test_anonymous_is_401_everywhere(api: httpx.AsyncClient) -> None:
@@ -89,7 +91,7 @@ async def test_anonymous_is_401_everywhere(api: httpx.AsyncClient) -> None:
 
 async def test_a_second_user_reads_but_may_not_change(api: httpx.AsyncClient) -> None:
     owner, stranger = await register(api), await register(api)
-    task = await create(api, owner, title="mine", due_date=iso(-timedelta(hours=1)))
+    task = await create_task(api, owner["headers"], title="mine", due_date=iso(-timedelta(hours=1)))
     url = f"/api/tasks/{task['id']}"
     assert (await api.get(url, headers=stranger["headers"])).status_code == 200
     assert (
@@ -104,7 +106,7 @@ async def test_a_second_user_reads_but_may_not_change(api: httpx.AsyncClient) ->
 async def test_the_assignee_updates_but_does_not_delete(api: httpx.AsyncClient) -> None:
     owner, assignee = await register(api), await register(api)
     await wait_until_tasks_knows(api, owner, assignee["id"])
-    task = await create(api, owner, title="shared", assigned_to=assignee["id"])
+    task = await create_task(api, owner["headers"], title="shared", assigned_to=assignee["id"])
     assert task["assignee"]["username"] == assignee["user"]["username"]
     url = f"/api/tasks/{task['id']}"
     assert (
@@ -161,7 +163,9 @@ async def test_bad_queries_are_422(api: httpx.AsyncClient, path: str, params: di
 
 async def test_update_rules(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    task = await create(api, owner, title="t", description="d", due_date=iso(timedelta(days=3)))
+    task = await create_task(
+        api, owner["headers"], title="t", description="d", due_date=iso(timedelta(days=3))
+    )
     url = f"/api/tasks/{task['id']}"
     for body in ({"title": None}, {"status": None}, {"priority": "nope"}, {"title": "x" * 256}):
         assert (await api.put(url, headers=owner["headers"], json=body)).status_code == 422, body
@@ -249,7 +253,7 @@ async def test_each_sort_field_both_ways(
         {"title": "d", "priority": "high", "status": "overdue", "due_date": iso(timedelta(days=3))},
     ]
     for spec in specs:
-        await create(api, owner, tags=[marker], **spec)
+        await create_task(api, owner["headers"], tags=[marker], **spec)
     tasks = (await listing(api, owner, tag=marker, sort_by=sort_by, sort_order=sort_order))["tasks"]
     if sort_by in SORT_RANK:
         keys = [SORT_RANK[sort_by].index(task[sort_by]) for task in tasks]
@@ -265,18 +269,20 @@ async def test_filters_and_search(api: httpx.AsyncClient) -> None:
     owner, assignee = await register(api), await register(api)
     await wait_until_tasks_knows(api, owner, assignee["id"])
     marker = uuid.uuid4().hex
-    await create(api, owner, title=f"{marker} Alpha report", priority="high", tags=[marker])
-    await create(
+    await create_task(
+        api, owner["headers"], title=f"{marker} Alpha report", priority="high", tags=[marker]
+    )
+    await create_task(
         api,
-        owner,
+        owner["headers"],
         title="beta",
         description=f"the ALPHA notes of {marker}",
         priority="low",
         tags=[marker],
     )
-    await create(
+    await create_task(
         api,
-        owner,
+        owner["headers"],
         title=f"{marker} gamma",
         priority="high",
         status="completed",
@@ -297,8 +303,8 @@ async def test_filters_and_search(api: httpx.AsyncClient) -> None:
 
 async def test_notify_overdue(api: httpx.AsyncClient) -> None:
     owner = await register(api)
-    late = await create(api, owner, title="late", due_date=iso(-timedelta(hours=2)))
-    fresh = await create(api, owner, title="fresh", due_date=iso(timedelta(days=2)))
+    late = await create_task(api, owner["headers"], title="late", due_date=iso(-timedelta(hours=2)))
+    fresh = await create_task(api, owner["headers"], title="fresh", due_date=iso(timedelta(days=2)))
     sent = await api.post(f"/api/tasks/{late['id']}/notify-overdue", headers=owner["headers"])
     assert sent.status_code == 202
     refused = await api.post(f"/api/tasks/{fresh['id']}/notify-overdue", headers=owner["headers"])
@@ -308,20 +314,20 @@ async def test_notify_overdue(api: httpx.AsyncClient) -> None:
 async def test_a_write_is_visible_to_the_next_read(api: httpx.AsyncClient) -> None:
     owner = await register(api)
     marker = uuid.uuid4().hex
-    task = await create(api, owner, title=marker, tags=[marker])
+    task = await create_task(api, owner["headers"], title=marker, tags=[marker])
     assert (await listing(api, owner, tag=marker))["total"] == 1  # cached now
     await api.put(f"/api/tasks/{task['id']}", headers=owner["headers"], json={"title": "renamed"})
     assert (await listing(api, owner, tag=marker))["tasks"][0]["title"] == "renamed"
     fetched = await api.get(f"/api/tasks/{task['id']}", headers=owner["headers"])
     assert fetched.json()["title"] == "renamed"
-    await create(api, owner, title="second", tags=[marker])
+    await create_task(api, owner["headers"], title="second", tags=[marker])
     assert (await listing(api, owner, tag=marker))["total"] == 2
 
 
 async def test_requests_are_served_with_redis_stopped(api: httpx.AsyncClient, redis_outage) -> None:
     owner = await register(api)
     marker = uuid.uuid4().hex
-    task = await create(api, owner, title=marker, tags=[marker])
+    task = await create_task(api, owner["headers"], title=marker, tags=[marker])
     await listing(api, owner, tag=marker)
     with redis_outage():
         assert (await listing(api, owner, tag=marker))["total"] == 1
@@ -332,7 +338,7 @@ async def test_requests_are_served_with_redis_stopped(api: httpx.AsyncClient, re
         assert (await api.get(f"/api/tasks/{task['id']}", headers=owner["headers"])).json()[
             "title"
         ] == "offline"
-        await create(api, owner, title="also offline", tags=[marker])
+        await create_task(api, owner["headers"], title="also offline", tags=[marker])
         assert (await listing(api, owner, tag=marker))["total"] == 2
     # Redis is back, and the cache must not serve what it held before the outage.
     await asyncio.sleep(0.2)

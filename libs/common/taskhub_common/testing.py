@@ -5,8 +5,10 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any
 
 import asyncpg
+import httpx
 
 PG_HOST = os.environ.get("TEST_DB_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_DB_PORT", "5432"))
@@ -56,6 +58,14 @@ def new_user() -> dict[str, str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def create_task(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict:
+    """A task made through the tasks API (in-process or through the gateway); 201 or fail."""
+    body.setdefault("title", f"task {uuid.uuid4().hex[:8]}")
+    response = await client.post("/api/tasks", headers=headers, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 class TcpProxy:

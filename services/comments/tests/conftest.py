@@ -23,7 +23,7 @@ from identity.settings import IdentitySettings
 from taskhub_common.events import EventEnvelope
 from taskhub_common.http import register_local_app
 from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, database_env, new_user, recreate_database
+from taskhub_common.testing import bearer, create_task, database_env, new_user, recreate_database
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
 
@@ -178,13 +178,6 @@ async def alice(make_user: UserFactory) -> User:
 @pytest.fixture(scope="session")
 async def bob(make_user: UserFactory) -> User:
     return await make_user()
-
-
-async def create_task(tasks: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict:
-    body.setdefault("title", f"task {uuid.uuid4().hex[:8]}")
-    response = await tasks.post("/api/tasks", headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from taskhub_common.bus import make_bus
 from taskhub_common.consumer import EventConsumer
 from taskhub_common.http import register_local_app
 from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, database_env, new_user, recreate_database
+from taskhub_common.testing import bearer, create_task, database_env, new_user, recreate_database
 from taskhub_common.users import USER_EVENT_HANDLERS
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
@@ -241,13 +241,6 @@ async def owner(make_user: UserFactory) -> User:
 async def stranger(make_user: UserFactory) -> User:
     """Neither uploader nor task creator."""
     return await make_user()
-
-
-async def create_task(tasks: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict:
-    body.setdefault("title", f"task {word()}")
-    response = await tasks.post("/api/tasks", headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture

@@ -162,13 +162,6 @@ async def user(make_user: UserFactory) -> User:
     return await make_user()
 
 
-async def create_task(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict:
-    body.setdefault("title", f"task {word()}")
-    response = await client.post("/api/tasks", headers=headers, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 async def events_of(app: FastAPI, aggregate_id: str) -> list[dict[str, Any]]:
     """The outbox rows about one aggregate, oldest first: routing key plus the envelope."""
     async with app.state.database.sessionmaker() as session:

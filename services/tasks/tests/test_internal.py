@@ -6,8 +6,7 @@ import httpx
 from fastapi import FastAPI
 
 from taskhub_common.internal_auth import service_headers
-
-from .conftest import create_task
+from taskhub_common.testing import create_task
 
 
 async def test_task_reference_needs_the_service_token(

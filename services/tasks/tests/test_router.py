@@ -7,10 +7,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from taskhub_common.testing import create_task
+
 from .conftest import (
     at,
     count_rows,
-    create_task,
     events_of,
     parse_time,
     word,

@@ -6,11 +6,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from taskhub_common.testing import create_task
+
 from .conftest import (
     at,
     check_envelope,
     count_rows,
-    create_task,
     events_of,
     parse_time,
     wait_all_sent,
