@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI], Awaitable[None]]
 
+SHUTDOWN_GRACE_SECONDS = 5
+
 
 @dataclass
 class ServiceSpec:
@@ -95,7 +97,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 await hook(app)
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            if background:
+                # Bounded: a task cancelled in the middle of a broker or database call can take
+                # long to unwind, and shutdown must not wait for it.
+                await asyncio.wait(background, timeout=SHUTDOWN_GRACE_SECONDS)
             await identity_client.aclose()
             if spec.asks_tasks:
                 await app.state.tasks_client.client.aclose()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from taskhub_common.events import EXCHANGE, EventEnvelope
@@ -131,8 +131,10 @@ class RabbitMQBus:
             try:
                 await self._connect_once()
                 break
-            except (OSError, AMQPError, TimeoutError) as exc:
-                logger.warning("RabbitMQ unreachable (%s); retrying in %.1fs", exc, delay)
+            except Exception as exc:
+                # Whatever failed, keep trying: a connector that died would leave the service
+                # never ready, its outbox filling up.
+                logger.warning("RabbitMQ unreachable (%r); retrying in %.1fs", exc, delay)
                 if self.connection is not None:
                     with contextlib.suppress(Exception):
                         await self.connection.close()
@@ -143,6 +145,10 @@ class RabbitMQBus:
         logger.info("connected to RabbitMQ")
 
     async def _connect_once(self) -> None:
+        async with asyncio.timeout(30):
+            await self._open_and_declare()
+
+    async def _open_and_declare(self) -> None:
         self.connection = await aio_pika.connect_robust(self.url, timeout=10)
         channel = await self.connection.channel(publisher_confirms=True)
         self._publish_exchange = await channel.declare_exchange(
@@ -158,7 +164,10 @@ class RabbitMQBus:
         if self._connector:
             self._connector.cancel()
         if self.connection:
-            await self.connection.close()
+            # A half-open connection can make close() wait forever; shutdown must not.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.connection.close()
 
     def is_ready(self) -> bool:
         return (

@@ -137,7 +137,8 @@ class OutboxRelay:
     async def _wait_for_new_rows(self) -> None:
         signal = self.database.outbox_written
         try:
-            await asyncio.wait_for(signal.wait(), timeout=self.poll_seconds)
+            async with asyncio.timeout(self.poll_seconds):
+                await signal.wait()
         except TimeoutError:
             if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
                 await self.prune()

@@ -25,7 +25,7 @@ class Listener:
         self.arrived = asyncio.Event()
 
     async def __aenter__(self) -> "Listener":
-        self.connection = await aio_pika.connect_robust(RABBITMQ_URL)
+        self.connection = await aio_pika.connect_robust(RABBITMQ_URL, timeout=10)
         channel = await self.connection.channel()
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -45,8 +45,10 @@ class Listener:
         await self.connection.close()
 
     async def wait_for(self, count: int, timeout: float = 30) -> None:
+        """Until `count` distinct events arrived: delivery is at least once, so after a
+        reconnect a duplicate may come first and must not count as another event."""
         async with asyncio.timeout(timeout):
-            while len(self.received) < count:
+            while len({event.id for event in self.received}) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
 
@@ -76,7 +78,7 @@ async def running_relay(database: Database, bus: RabbitMQBus) -> AsyncIterator[O
         yield relay
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait([task], timeout=5)
         await bus.close()
 
 
