@@ -11,6 +11,7 @@ from sqlalchemy import text
 from comments.app import create_app
 from taskhub_common.http import make_http_client
 from taskhub_common.tasks_client import TasksClient
+from taskhub_common.testing import parse_time, scalar, wait_task_deleted
 
 from .conftest import (
     COMMENT_FIELDS,
@@ -20,12 +21,9 @@ from .conftest import (
     delete_task,
     list_comments,
     outbox_size,
-    parse_time,
     post_comment,
     public_user,
     rows_of_task,
-    scalar,
-    wait_task_deleted,
 )
 
 
