@@ -35,6 +35,10 @@ async def app(scope, receive, send) -> None:
         await scope["state"]["pool"].close()
         await send({"type": "lifespan.shutdown.complete"})
         return
+    if scope["path"] != "/page":
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
     # /page?user=<uuid>
     user = uuid.UUID(scope["query_string"].decode().removeprefix("user="))
     body = (await scope["state"]["pool"].fetchval(PAGE, user)).encode()

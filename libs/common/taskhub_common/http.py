@@ -37,7 +37,13 @@ def make_http_client(
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
     else:
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: a
+            # request sent on a connection the server is closing fails with a ReadError.
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=20,
+                keepalive_expiry=2.0,
+            ),
             retries=1,
         )
     return httpx.AsyncClient(
