@@ -5,6 +5,7 @@ the schema, so these Core tables serve all services.
 """
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -19,7 +20,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     Uuid,
+    bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -71,17 +75,27 @@ async def add_event(session: AsyncSession, envelope: EventEnvelope) -> None:
     await add_events(session, [envelope])
 
 
+# The envelope arrives as JSON text, made by pydantic's serialiser in one pass, and PostgreSQL
+# parses it: cheaper than a dict per event for the JSONB type to encode again.
+_INSERT_SERIALISED = insert(outbox).values(
+    id=bindparam("event_id"),
+    routing_key=bindparam("event_type"),
+    payload=cast(bindparam("envelope_json", type_=Text), JSONB),
+    headers=cast(bindparam("headers_json", type_=Text), JSONB),
+)
+
+
 async def add_events(session: AsyncSession, envelopes: list[EventEnvelope]) -> None:
-    """Several events in one statement (a bulk create writes a thousand)."""
-    headers = trace_headers()
+    """Several events in one executemany (a bulk create writes a thousand)."""
+    headers_json = json.dumps(trace_headers())
     await session.execute(
-        insert(outbox),
+        _INSERT_SERIALISED,
         [
             {
-                "id": envelope.id,
-                "routing_key": envelope.type,
-                "payload": envelope.model_dump(mode="json"),
-                "headers": headers,
+                "event_id": envelope.id,
+                "event_type": envelope.type,
+                "envelope_json": envelope.model_dump_json(),
+                "headers_json": headers_json,
             }
             for envelope in envelopes
         ],
