@@ -34,6 +34,7 @@ OWN_HEADERS = {
     "x-forwarded-host",
     "x-request-id",
     "traceparent",
+    "x-task-seen",
 }
 
 
