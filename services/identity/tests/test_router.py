@@ -181,10 +181,13 @@ async def test_update_me(app, client: httpx.AsyncClient, registered) -> None:
     async with app.state.database.sessionmaker() as session:
         changes = (
             await session.scalars(
-                select(outbox.c.payload["data"]["changes"]).where(
+                select(outbox.c.payload["data"]["changes"])
+                .where(
                     outbox.c.routing_key == "user.updated",
                     outbox.c.payload["aggregate_id"].astext == registered["user"]["id"],
                 )
+                # Marking a row sent rewrites it: only `position` keeps the order of writes.
+                .order_by(outbox.c.position)
             )
         ).all()
     assert changes == [
