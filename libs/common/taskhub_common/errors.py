@@ -77,6 +77,7 @@ _CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "rate_limited",
+    431: "headers_too_large",
     502: "bad_gateway",
     503: "unavailable",
     504: "timeout",

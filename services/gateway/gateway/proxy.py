@@ -7,7 +7,7 @@ from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
-from gateway.clients import client_ip
+from gateway.clients import client_ip, client_scheme
 from gateway.upstreams import Upstream
 from taskhub_common.errors import error_response
 from taskhub_common.logs import request_id_var, traceparent_var
@@ -51,7 +51,7 @@ def request_headers(request: Request, with_body: bool = True) -> list[tuple[str,
     ]
     headers += [
         ("x-forwarded-for", client_ip(request)),
-        ("x-forwarded-proto", request.url.scheme),
+        ("x-forwarded-proto", client_scheme(request)),
         ("x-forwarded-host", request.headers.get("host", "")),
         ("x-request-id", request_id_var.get() or ""),
         ("traceparent", traceparent_var.get() or ""),

@@ -1,7 +1,7 @@
-from taskhub_common.settings import ServiceSettings, split_csv
+from taskhub_common.settings import UploadSettings, split_csv
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(UploadSettings):
     SERVICE_NAME: str = "gateway"
     COMMENTS_URL: str = "http://127.0.0.1:8003"
     FILES_URL: str = "http://127.0.0.1:8004"
