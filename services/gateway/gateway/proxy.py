@@ -9,7 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.clients import client_ip, client_scheme
 from gateway.upstreams import Upstream
-from taskhub_common.errors import error_response
+from taskhub_common.errors import ServiceUnavailable, error_response
 from taskhub_common.logs import request_id_var, traceparent_var
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ def upstream_failure(name: str, exc: httpx.TransportError) -> Response:
         logger.warning("%s timed out", name)
         return error_response(504, f"The {name} service did not answer in time")
     logger.warning("%s is unreachable", name, exc_info=True)
-    return error_response(503, f"The {name} service is unavailable")
+    unavailable = ServiceUnavailable(f"The {name} service is unavailable")
+    return error_response(503, unavailable.detail, headers=unavailable.headers)
 
 
 async def forward(request: Request, upstream: Upstream, path: str) -> Response:
