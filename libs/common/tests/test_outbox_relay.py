@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import aio_pika
 from sqlalchemy import func, insert, select, update
+from yarl import URL
 
 from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
@@ -123,7 +124,7 @@ async def test_event_committed_while_broker_unreachable_is_published_when_it_is_
     proxy = TcpProxy(5672)
     proxy.start()
     proxy.stop()  # RabbitMQ is unreachable from the start
-    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    bus = RabbitMQBus(str(URL(RABBITMQ_URL).with_port(proxy.port)), publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
         events = [new_event(key) for _ in range(3)]
@@ -145,7 +146,7 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
     key = f"test.{uuid.uuid4().hex}.created"
     proxy = TcpProxy(5672)
     proxy.start()
-    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    bus = RabbitMQBus(str(URL(RABBITMQ_URL).with_port(proxy.port)), publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
         before = new_event(key)
