@@ -6,12 +6,14 @@ Every error body is FastAPI's `{"detail": ...}` (the SPA reads `detail`) plus `c
 
 import logging
 import socket
+from typing import Any
 
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -114,6 +116,37 @@ _CODES = {
     503: "unavailable",
     504: "timeout",
 }
+
+
+class ErrorBody(BaseModel):
+    """Every error's body, as the OpenAPI documents it."""
+
+    detail: str | list[dict[str, Any]]
+    code: str
+    request_id: str | None
+
+
+ERROR_DESCRIPTIONS = {
+    401: "No valid access token",
+    403: "The caller may not do this",
+    404: "Not found, or not visible to the caller",
+    409: "Conflicts with the current state",
+    413: "The request body is too large",
+    422: "The input is not valid",
+    429: "Rate limit exceeded (Retry-After says when to retry)",
+    431: "Too many or too large request headers",
+    503: "A server this route needs is unavailable (Retry-After says when to retry)",
+    504: "A service did not answer in time",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route for the errors it raises itself (the others are documented for
+    every route by the gateway's merged OpenAPI)."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
 
 
 def error_response(

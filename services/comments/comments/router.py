@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request, Response
 from comments.schemas import CommentCreate, CommentOut, CommentQuery, CommentUpdate
 from comments.service import CommentService
 from taskhub_common.db import get_session
+from taskhub_common.errors import error_responses
 from taskhub_common.internal_auth import TaskSeen
 from taskhub_common.routing import service_router
 from taskhub_common.users import KnownCaller
@@ -61,14 +62,14 @@ async def list_comments(
     return comments
 
 
-@router.put("/{comment_id}")
+@router.put("/{comment_id}", responses=error_responses(403))
 async def update_comment(
     task_id: uuid.UUID, comment_id: uuid.UUID, body: CommentUpdate, service: Service
 ) -> CommentOut:
     return await service.update(task_id, comment_id, body)
 
 
-@router.delete("/{comment_id}", status_code=204)
+@router.delete("/{comment_id}", status_code=204, responses=error_responses(403))
 async def delete_comment(task_id: uuid.UUID, comment_id: uuid.UUID, service: Service) -> Response:
     await service.delete(task_id, comment_id)
     return Response(status_code=204)

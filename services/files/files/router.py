@@ -11,6 +11,7 @@ from files.schemas import FileOut
 from files.service import FileService
 from files.upload import content_disposition
 from taskhub_common.db import get_session, run_after_commit
+from taskhub_common.errors import ErrorBody, error_responses
 from taskhub_common.internal_auth import TaskSeen
 from taskhub_common.routing import service_router
 from taskhub_common.users import KnownCaller
@@ -61,7 +62,10 @@ UPLOAD_BODY = {
     "/{task_id}/files",
     status_code=201,
     openapi_extra=UPLOAD_BODY,
-    responses={413: {"description": "A file is too large"}, 415: {"description": "Bad type"}},
+    responses={
+        **error_responses(413),
+        415: {"model": ErrorBody, "description": "A type that is not accepted"},
+    },
 )
 async def upload_files(task_id: uuid.UUID, request: Request, service: Service) -> list[FileOut]:
     """The transaction is handled here rather than by the route class: ended before the body
@@ -106,7 +110,7 @@ async def download_file(task_id: uuid.UUID, file_id: uuid.UUID, service: Service
     )
 
 
-@router.delete("/{task_id}/files/{file_id}", status_code=204)
+@router.delete("/{task_id}/files/{file_id}", status_code=204, responses=error_responses(403))
 async def delete_file(task_id: uuid.UUID, file_id: uuid.UUID, service: Service) -> Response:
     await service.delete(task_id, file_id)
     return Response(status_code=204)

@@ -3,6 +3,11 @@
 Each service's schemas are namespaced (`identity.UserOut`) so two services may use one name. A
 service that is down is left out and tried again on the next request; the gateway never waits
 for every service to start.
+
+Every operation also lists the error statuses that the gateway and the shared service code
+answer on any route (401 unless public, 404 with a path parameter, 413 with a body, 422, 429,
+431, 503, 504), each with the error body's schema; a route documents the ones of its own rules
+(403, 409) itself (`taskhub_common.errors.error_responses`).
 """
 
 import asyncio
@@ -12,11 +17,15 @@ from typing import Any
 
 import httpx
 
-from gateway.upstreams import Upstream, find_upstream
+from gateway.upstreams import Upstream, find_upstream, is_public
+from taskhub_common.errors import ERROR_DESCRIPTIONS, ErrorBody
 
 logger = logging.getLogger(__name__)
 
 REF_PREFIX = "#/components/schemas/"
+ERROR_SCHEMA = "ErrorBody"
+HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 
 
 class MergedOpenAPI:
@@ -50,6 +59,11 @@ class MergedOpenAPI:
         for upstream, spec in zip(self.table, specs, strict=True):
             if spec is not None:
                 self._merge(document, upstream, spec)
+        document["components"]["schemas"][ERROR_SCHEMA] = ErrorBody.model_json_schema()
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                if method in HTTP_METHODS:
+                    _add_error_responses(path, method, operation)
         self._cache = document
         self._built_at = time.monotonic()
         self._complete = all(spec is not None for spec in specs)
@@ -91,3 +105,21 @@ def _rename_refs(node: Any, namespace: str) -> Any:
     if isinstance(node, list):
         return [_rename_refs(item, namespace) for item in node]
     return node
+
+
+def _add_error_responses(path: str, method: str, operation: dict[str, Any]) -> None:
+    """The statuses any route may answer, from the gateway or the shared service code."""
+    statuses = [422, 429, 431, 503, 504]
+    if not is_public(method.upper(), path):
+        statuses.append(401)
+    if "{" in path:
+        statuses.append(404)
+    if "requestBody" in operation:
+        statuses.append(413)
+    responses = operation.setdefault("responses", {})
+    for status in sorted(statuses):
+        response = responses.setdefault(str(status), {"description": ERROR_DESCRIPTIONS[status]})
+        # FastAPI's own 422 schema names only the validation list; every error has this body.
+        response["content"] = {"application/json": {"schema": {"$ref": REF_PREFIX + ERROR_SCHEMA}}}
+        if status in (429, 503):
+            response["headers"] = RETRY_AFTER

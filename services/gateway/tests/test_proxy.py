@@ -257,6 +257,21 @@ async def test_merged_openapi_holds_identity_routes_with_resolvable_refs(
     collect(document)
     assert refs and refs <= set(schemas)
     assert docs.status_code == redoc.status_code == 200
+    # Error statuses, each with the error body's schema: the generic ones on every route...
+    paths = document["paths"]
+    register = paths["/api/auth/register"]["post"]["responses"]
+    me = paths["/api/auth/me"]["get"]["responses"]
+    assert {"409", "413", "422", "429", "431", "503"} <= set(register)
+    assert "401" not in register  # public
+    assert {"401", "422", "429", "503"} <= set(me)
+    assert "401" in paths["/api/auth/login"]["post"]["responses"]  # a wrong password
+    for response in (register["413"], register["422"], me["401"], me["503"]):
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"
+        }
+    assert "retry-after" in {name.lower() for name in me["503"]["headers"]}
+    # ...and the route's own (409 is identity's, with identity's copy of the schema).
+    assert register["409"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
     assert "/openapi.json" in docs.text
 
 

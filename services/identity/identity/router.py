@@ -19,6 +19,7 @@ from identity.schemas import (
 from identity.service import IdentityService, public_user
 from taskhub_common.auth import CurrentPrincipal
 from taskhub_common.db import get_session
+from taskhub_common.errors import error_responses
 from taskhub_common.routing import service_router
 
 router = service_router(prefix="/api/auth", tags=["auth"])
@@ -67,18 +68,18 @@ async def read_login(request: Request) -> LoginRequest:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
 
-@router.post("/register", status_code=201)
+@router.post("/register", status_code=201, responses=error_responses(409))
 async def register(body: RegisterRequest, service: Service) -> AuthResponse:
     return await service.register(body)
 
 
-@router.post("/login", openapi_extra=LOGIN_BODY)
+@router.post("/login", openapi_extra=LOGIN_BODY, responses=error_responses(401))
 async def login(request: Request, service: Service) -> AuthResponse:
     body = await read_login(request)
     return await service.login(body.email, body.password)
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses=error_responses(401, 403))
 async def refresh(body: RefreshRequest, service: Service) -> AuthResponse:
     return await service.refresh(body.refresh_token)
 

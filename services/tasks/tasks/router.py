@@ -7,6 +7,7 @@ from fastapi import Depends, Query, Request, Response
 from pydantic import TypeAdapter
 
 from taskhub_common.db import get_session
+from taskhub_common.errors import error_responses
 from taskhub_common.internal_auth import ServiceCaller
 from taskhub_common.routing import service_router
 from taskhub_common.tasks_client import TaskReference
@@ -64,18 +65,18 @@ async def get_task(task_id: uuid.UUID, service: Service) -> Response:
     return Response(await service.get_json(task_id), media_type=JSON)
 
 
-@router.put("/{task_id}")
+@router.put("/{task_id}", responses=error_responses(403))
 async def update_task(task_id: uuid.UUID, body: TaskUpdate, service: Service) -> TaskOut:
     return await service.update(task_id, body)
 
 
-@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id}", status_code=204, responses=error_responses(403))
 async def delete_task(task_id: uuid.UUID, service: Service) -> Response:
     await service.delete(task_id)
     return Response(status_code=204)
 
 
-@router.post("/{task_id}/notify-overdue", status_code=202)
+@router.post("/{task_id}/notify-overdue", status_code=202, responses=error_responses(403, 409))
 async def notify_overdue(task_id: uuid.UUID, service: Service) -> OverdueNotice:
     await service.notify_overdue(task_id)
     return OverdueNotice(detail="Overdue notice sent", task_id=task_id)
