@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import Select, delete, func, not_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,6 +41,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise invalid_field("cursor", "Invalid cursor", location="query") from exc
 
 
+def unread_count_query(user_id: uuid.UUID) -> Select[tuple[int]]:
+    """Counted in the partial index of unread notices (ix_notifications_user_unread): written
+    `NOT is_read`, as the index's predicate, so the planner can use it."""
+    return select(func.count()).where(Notification.user_id == user_id, not_(Notification.is_read))
+
+
 class NotificationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -64,7 +70,7 @@ class NotificationRepository:
         """Newest first; `after` is the last notice of the previous page."""
         statement = select(Notification).where(Notification.user_id == user_id)
         if unread:
-            statement = statement.where(Notification.is_read.is_(False))
+            statement = statement.where(not_(Notification.is_read))
         if after is not None:
             statement = statement.where(
                 tuple_(Notification.created_at, Notification.id) < tuple_(*after)
@@ -72,11 +78,7 @@ class NotificationRepository:
         return list(await self.session.scalars(statement.order_by(*NEWEST_FIRST).limit(limit)))
 
     async def unread_count(self, user_id: uuid.UUID) -> int:
-        """Counted in the partial index of unread notices (ix_notifications_user_unread)."""
-        statement = select(func.count()).where(
-            Notification.user_id == user_id, Notification.is_read.is_(False)
-        )
-        return await self.session.scalar(statement) or 0
+        return await self.session.scalar(unread_count_query(user_id)) or 0
 
     async def get_own(self, user_id: uuid.UUID, notification_id: uuid.UUID) -> Notification | None:
         return await self.session.scalar(
@@ -102,7 +104,7 @@ class NotificationRepository:
         """Marks the unread notices this statement sees (those committed before it started),
         or only those up to a given one. A notice committed later stays unread."""
         statement = update(Notification).where(
-            Notification.user_id == user_id, Notification.is_read.is_(False)
+            Notification.user_id == user_id, not_(Notification.is_read)
         )
         if up_to is not None:
             statement = statement.where(
