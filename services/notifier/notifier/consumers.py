@@ -46,7 +46,7 @@ async def on_task_overdue(ctx: EventContext) -> None:
     that are still overdue now."""
     _, state = await _apply(ctx)
     due_date = state.due_date
-    if await _closed(ctx, state) or not state.notify_overdue:
+    if _closed(state) or not state.notify_overdue:
         return
     if due_date is None or due_date > datetime.now(UTC):
         return
@@ -102,7 +102,9 @@ async def _apply(ctx: EventContext) -> tuple[TaskData, TaskState]:
     reminders = ReminderRepository(ctx.session)
     if state.is_deleted or state.status == COMPLETED:
         await reminders.drop_pending_of_task(task.id)
-    else:
+    elif task.changes is None or "due_date" in task.changes:
+        # Only an event that may set the due date (a create, a sweep, a change of it) moves
+        # the reminders: an assignment or a new title saves the statement.
         await reminders.follow_due_date(task.id, state.due_date)
     return task, state
 
@@ -111,17 +113,17 @@ async def _tell_assignee(ctx: EventContext, task: TaskData, state: TaskState) ->
     assignee = task.assigned_to
     if assignee is None or assignee != state.assigned_to or assignee == ctx.event.actor_id:
         return
-    if await _closed(ctx, state):
+    if _closed(state):
         return
     notice = notices.task_assigned(ctx.event.id, state.task_id, state.title)
     await _dispatcher(ctx).deliver(ctx.session, notice, [assignee])
 
 
-async def _closed(ctx: EventContext, state: TaskState) -> bool:
-    """Deleted or completed: nobody is told about it any more."""
-    if state.is_deleted or state.status == COMPLETED:
-        return True
-    return await deleted_tasks.is_task_deleted(ctx.session, state.task_id)
+def _closed(state: TaskState) -> bool:
+    """Deleted or completed: nobody is told about it any more. The read model says so for
+    task events: task.deleted is folded into it like any other, and an older event never
+    undoes it (deleted_tasks serves the events that carry no task: comments)."""
+    return state.is_deleted or state.status == COMPLETED
 
 
 def _dispatcher(ctx: EventContext) -> Dispatcher:

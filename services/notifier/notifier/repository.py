@@ -56,13 +56,13 @@ class NotificationRepository:
         ones are returned."""
         if not rows:
             return []
+        # Parameters apart from the statement: one cached statement whatever the number of rows.
         statement = (
             insert(Notification)
-            .values(rows)
             .on_conflict_do_nothing(constraint="uq_notifications_cause_user")
             .returning(Notification)
         )
-        return list(await self.session.scalars(statement))
+        return list(await self.session.scalars(statement, rows))
 
     async def page(
         self, user_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None, unread: bool
@@ -217,10 +217,10 @@ class MailRepository:
         skipped. Returns how many were queued."""
         if not rows:
             return 0
-        result = await self.session.execute(
-            insert(MailMessage).values(rows).on_conflict_do_nothing()
+        queued = await self.session.scalars(
+            insert(MailMessage).on_conflict_do_nothing().returning(MailMessage.id), rows
         )
-        return result.rowcount
+        return len(queued.all())
 
     async def claim(self, limit: int) -> list[OutgoingMail]:
         """Messages due now, locked for this transaction; other workers skip them."""
@@ -282,18 +282,23 @@ class TaskStateRepository:
         self.session = session
 
     async def apply(self, values: dict[str, Any]) -> TaskState:
-        """Upsert the task's state unless what is held is newer; returns what is held now."""
+        """Upsert the task's state unless what is held is newer; returns what is held now (one
+        statement, unless the event was older than the state)."""
         statement = insert(TaskState).values(**values)
-        await self.session.execute(
+        applied = await self.session.scalar(
             statement.on_conflict_do_update(
                 index_elements=[TaskState.task_id],
                 set_={key: statement.excluded[key] for key in values if key != "task_id"},
                 where=TaskState.updated_at <= statement.excluded.updated_at,
             )
+            .returning(TaskState)
+            .execution_options(populate_existing=True)
         )
-        state = await self.get(values["task_id"])
-        assert state is not None
-        return state
+        if applied is not None:
+            return applied
+        held = await self.get(values["task_id"])
+        assert held is not None
+        return held
 
     async def get(self, task_id: uuid.UUID) -> TaskState | None:
         return await self.session.get(TaskState, task_id, populate_existing=True)

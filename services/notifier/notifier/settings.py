@@ -5,6 +5,10 @@ from taskhub_common.settings import ServiceSettings
 
 class NotifierSettings(ServiceSettings):
     SERVICE_NAME: str = "notifier"
+    # As many connections as events handled at once (the bus's prefetch of 20) and a few for
+    # the API and the loops: with fewer, a burst opens and closes overflow connections, each
+    # with its own type introspection, and handles a fraction of the events per second.
+    DB_POOL_SIZE: int = 25
 
     # SMTP, as the original's variables. No SMTP_HOST: every message is written to
     # DATA_DIR/mail as an .eml file instead (the embedded mode).
