@@ -30,7 +30,7 @@ test-unit: install
 test-e2e: install
 	$(UV) run --frozen pytest tests/e2e
 
-## Dead letters of one service: `make dlq SERVICE=identity` lists them, add REPLAY=1 to replay.
+## Dead letters: `make dlq` lists every service's, SERVICE=tasks one's; add REPLAY=1 to replay.
 dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 

@@ -1,7 +1,7 @@
 """Starts the suite as real processes for the end-to-end tests (and `make run-distributed`).
 
 embedded:    one process, `python -m gateway.embedded`, on its own PostgreSQL from the wheel.
-distributed: identity, tasks, comments, files and the gateway as separate uvicorn processes
+distributed: every service of taskhub_common.registry and the gateway as separate uvicorn processes
              on the local PostgreSQL, RabbitMQ and Redis (files on an S3 API when the caller
              gives it one; see tests/e2e/conftest.py).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from taskhub_common.registry import GATEWAY_PORT, SERVICES
 from taskhub_common.testing import (
     PG_HOST,
     PG_PORT,
@@ -28,14 +29,6 @@ from taskhub_common.testing import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-# name, app factory, the setting that tells the others its URL, its port with fixed ports.
-DISTRIBUTED_SERVICES = [
-    ("identity", "identity.app:create_app", "IDENTITY_URL", 8001),
-    ("tasks", "tasks.app:create_app", "TASKS_URL", 8002),
-    ("comments", "comments.app:create_app", "COMMENTS_URL", 8003),
-    ("files", "files.app:create_app", "FILES_URL", 8004),
-]
 
 
 def free_port() -> int:
@@ -74,6 +67,12 @@ class Process:
                 self.popen.wait()
         return self.popen.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to finish anything."""
+        assert self.popen is not None
+        self.popen.kill()
+        self.popen.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -87,14 +86,16 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Extra settings of one service only, by name (e.g. its Redis behind a proxy a test cuts).
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
-    # The ports of DISTRIBUTED_SERVICES and PORT for the gateway; otherwise any free ports.
+    # The ports of the registry and PORT for the gateway; otherwise any free ports.
     fixed_ports: bool = False
     processes: list[Process] = field(default_factory=list)
     base_url: str = ""
 
     def start(self) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        gateway_port = int(os.environ.get("PORT", "8000")) if self.fixed_ports else free_port()
+        gateway_port = (
+            int(os.environ.get("PORT", GATEWAY_PORT)) if self.fixed_ports else free_port()
+        )
         common = {"DATA_DIR": str(self.workdir / "var"), **self.extra_env}
         python = sys.executable
         if self.mode == "embedded":
@@ -108,11 +109,9 @@ class Stack:
             ]
         else:
             ports = {
-                name: port if self.fixed_ports else free_port()
-                for name, _, _, port in DISTRIBUTED_SERVICES
+                entry.name: entry.port if self.fixed_ports else free_port() for entry in SERVICES
             }
             servers = {
-                **common,
                 "DB_HOST": PG_HOST,
                 "DB_PORT": str(PG_PORT),
                 "DB_USER": PG_USER,
@@ -120,18 +119,19 @@ class Stack:
                 "RABBITMQ_URL": RABBITMQ_URL,
                 "REDIS_HOST": REDIS_HOST,
                 **{
-                    url_setting: f"http://127.0.0.1:{ports[name]}"
-                    for name, _, url_setting, _ in DISTRIBUTED_SERVICES
+                    entry.url_setting: f"http://127.0.0.1:{ports[entry.name]}" for entry in SERVICES
                 },
+                # Last: what the caller gives wins over the mode's defaults.
+                **common,
             }
             self.processes = [
                 Process(
-                    name,
-                    uvicorn(python, factory, ports[name]),
-                    {**servers, **self.service_env.get(name, {})},
-                    self.workdir / f"{name}.log",
+                    entry.name,
+                    uvicorn(python, entry.app_factory, ports[entry.name]),
+                    {**servers, **self.service_env.get(entry.name, {})},
+                    self.workdir / f"{entry.name}.log",
                 )
-                for name, factory, _, _ in DISTRIBUTED_SERVICES
+                for entry in SERVICES
             ] + [
                 Process(
                     "gateway",

@@ -186,7 +186,7 @@ async def wait_until_published(stack: Stack, user_id: str) -> None:
 
 async def test_registration_event_is_published(api: httpx.AsyncClient, stack: Stack) -> None:
     """The outbox row is marked sent once the bus took it; in the distributed mode the event is
-    on RabbitMQ's exchange with the envelope of DESIGN.md."""
+    on RabbitMQ's exchange with the envelope of docs/events.md."""
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()

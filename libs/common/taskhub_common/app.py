@@ -16,7 +16,7 @@ from taskhub_common.consumer import EventConsumer, EventHandler
 from taskhub_common.db import Database
 from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
-from taskhub_common.logs import configure_logging
+from taskhub_common.logs import configure_logging, service_var
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
 from taskhub_common.settings import ServiceSettings
@@ -26,24 +26,30 @@ from taskhub_common.users import RecentCallers
 logger = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI], Awaitable[None]]
+# A loop a service runs for as long as it is up (the notifier's clock, a mail sender).
+BackgroundLoop = Callable[[FastAPI], Awaitable[None]]
 
 SHUTDOWN_GRACE_SECONDS = 5
 
 
 @dataclass
 class ServiceSpec:
-    """What makes one service: its settings, routes, migrations and event handlers."""
+    """What makes one service: its settings, routes, migrations, event handlers and loops."""
 
     settings: ServiceSettings
     routers: list[APIRouter]
     description: str = ""
     # None for a service without a database (the gateway).
     migrations_dir: Path | None = None
+    # Event type -> handler. Without a database, the service still receives the events, on a
+    # queue of its own process (no inbox, no retries: see EventConsumer).
     event_handlers: dict[str, EventHandler] = field(default_factory=dict)
     # Where access-token keys come from; default: identity's JWKS over HTTP.
     key_source: Callable[[FastAPI], KeySource] | None = None
     on_startup: list[Hook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    # Started after the start-up hooks, cancelled at shutdown; each catches its own errors.
+    background: list[BackgroundLoop] = field(default_factory=list)
     # The gateway serves a merged document of its own instead.
     openapi_docs: bool = True
     # Services that hang things on tasks ask tasks about them: app.state.tasks_client.
@@ -56,20 +62,27 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
+        # Tasks made from here on (relay, consumers, loops) log under this service's name.
+        service_var.set(settings.SERVICE_NAME)
         background: list[asyncio.Task[None]] = []
         app.state.database = None
         bus = make_bus(settings.RABBITMQ_URL)
         app.state.bus = bus
         await bus.start()
         if spec.migrations_dir is not None:
-            database = Database(settings)
-            app.state.database = database
-            await database.migrate(spec.migrations_dir)
-            relay = OutboxRelay(database, bus, poll_seconds=settings.OUTBOX_POLL_SECONDS)
+            app.state.database = Database(settings)
+            await app.state.database.migrate(spec.migrations_dir)
+        subscription = None
+        if spec.event_handlers:
+            consumer = EventConsumer(
+                settings.SERVICE_NAME, app.state.database, spec.event_handlers, app.state
+            )
+            subscription = await consumer.subscribe(
+                bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms
+            )
+        if app.state.database is not None:
+            relay = OutboxRelay(app.state.database, bus, poll_seconds=settings.OUTBOX_POLL_SECONDS)
             background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
-            if spec.event_handlers:
-                consumer = EventConsumer(settings.SERVICE_NAME, database, spec.event_handlers)
-                await consumer.subscribe(bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms)
         identity_client = make_http_client(settings.IDENTITY_URL, timeout=5.0)
         app.state.identity_client = identity_client
         app.state.recent_callers = RecentCallers()
@@ -89,21 +102,25 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         )
         for hook in spec.on_startup:
             await hook(app)
+        for loop in spec.background:
+            background.append(asyncio.create_task(loop(app), name=loop.__name__))
         logger.info("%s started", settings.SERVICE_NAME)
         try:
             yield
         finally:
-            for hook in spec.on_shutdown:
-                await hook(app)
             for task in background:
                 task.cancel()
             if background:
                 # Bounded: a task cancelled in the middle of a broker or database call can take
                 # long to unwind, and shutdown must not wait for it.
                 await asyncio.wait(background, timeout=SHUTDOWN_GRACE_SECONDS)
+            for hook in spec.on_shutdown:
+                await hook(app)
             await identity_client.aclose()
             if spec.asks_tasks:
                 await app.state.tasks_client.client.aclose()
+            if subscription is not None:
+                await bus.unsubscribe(subscription)
             await bus.close()
             if app.state.database is not None:
                 await app.state.database.dispose()
@@ -119,7 +136,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, service=settings.SERVICE_NAME)
     app.include_router(health_router())
     for router in spec.routers:
         app.include_router(router)

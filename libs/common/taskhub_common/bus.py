@@ -1,4 +1,5 @@
-"""The event bus: RabbitMQ in the distributed mode, an in-process bus in the embedded one.
+"""The event bus: RabbitMQ in the distributed mode, an in-process bus (local_bus.py) in the
+embedded one.
 
 Both give the same delivery semantics to a subscriber: at-least-once, bounded retries with
 back-off, then a dead-letter queue. The subscriber's handler must be idempotent (the consumer's
@@ -9,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aio_pika
@@ -17,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
+from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
 
 logger = logging.getLogger(__name__)
@@ -24,15 +26,17 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[EventEnvelope], Awaitable[None]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     queue: str
     routing_keys: list[str]
     handler: Handler
     max_attempts: int
     retry_delays_ms: list[int]
+    # A queue of this process alone, gone when it stops (no retries, no dead letters).
     exclusive: bool = False
-    dead_letters: list[EventEnvelope] = field(default_factory=list)
+    # The subscriber's database: where the in-process bus keeps its queue.
+    database: Database | None = None
 
     def delay_ms(self, attempt: int) -> int:
         """Back-off before retry number `attempt` (1-based)."""
@@ -44,6 +48,7 @@ class EventBus(Protocol):
     async def close(self) -> None: ...
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None: ...
     async def subscribe(self, subscription: Subscription) -> None: ...
+    async def unsubscribe(self, subscription: Subscription) -> None: ...
     def is_ready(self) -> bool: ...
 
 
@@ -59,51 +64,6 @@ def _words_match(pattern: list[str], words: list[str]) -> bool:
     if head == "#":
         return any(_words_match(rest, words[i:]) for i in range(len(words) + 1))
     return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
-
-
-class InProcessBus:
-    """The embedded mode's bus. publish() returns once every subscriber has handled the event
-    (or dead-lettered it), so the outbox row is marked sent only after delivery: a crash before
-    that republishes it at the next start."""
-
-    def __init__(self) -> None:
-        self.subscriptions: dict[str, Subscription] = {}
-        self._started = False
-
-    async def start(self) -> None:
-        self._started = True
-
-    async def close(self) -> None:
-        self._started = False
-
-    def is_ready(self) -> bool:
-        return self._started
-
-    async def subscribe(self, subscription: Subscription) -> None:
-        # Keyed by queue name: an app started again in the same process replaces its subscription.
-        self.subscriptions[subscription.queue] = subscription
-
-    async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
-        targets = [
-            subscription
-            for subscription in self.subscriptions.values()
-            if any(topic_matches(key, envelope.type) for key in subscription.routing_keys)
-        ]
-        await asyncio.gather(*(self._deliver(target, envelope) for target in targets))
-
-    async def _deliver(self, subscription: Subscription, envelope: EventEnvelope) -> None:
-        for attempt in range(1, subscription.max_attempts + 1):
-            try:
-                await subscription.handler(envelope)
-                return
-            except Exception:
-                logger.warning(
-                    "handler of %s failed (attempt %d)", subscription.queue, attempt, exc_info=True
-                )
-                if attempt < subscription.max_attempts:
-                    await asyncio.sleep(subscription.delay_ms(attempt) / 1000)
-        logger.error("event %s dead-lettered in %s", envelope.id, subscription.queue)
-        subscription.dead_letters.append(envelope)
 
 
 class RabbitMQBus:
@@ -191,6 +151,9 @@ class RabbitMQBus:
         await self._publish_exchange.publish(
             message, routing_key=envelope.type, mandatory=False, timeout=self.publish_timeout
         )
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Nothing to do: closing the connection ends every consumer (the durable queues stay)."""
 
     async def subscribe(self, subscription: Subscription) -> None:
         self._subscriptions.append(subscription)
@@ -301,7 +264,7 @@ def make_bus(rabbitmq_url: str | None) -> EventBus:
     service of the embedded mode shares."""
     if rabbitmq_url:
         return RabbitMQBus(rabbitmq_url)
-    return _shared_in_process_bus
+    # Imported here: the in-process bus builds on this module.
+    from taskhub_common.local_bus import shared_bus
 
-
-_shared_in_process_bus = InProcessBus()
+    return shared_bus

@@ -1,4 +1,4 @@
-"""The event envelope: the published contract between services (DESIGN.md section 3)."""
+"""The event envelope: the published contract between services (docs/events.md)."""
 
 import uuid
 from datetime import UTC, datetime

@@ -7,7 +7,13 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskhub_common.logs import new_request_id, new_traceparent, request_id_var, traceparent_var
+from taskhub_common.logs import (
+    new_request_id,
+    new_traceparent,
+    request_id_var,
+    service_var,
+    traceparent_var,
+)
 
 logger = logging.getLogger("taskhub.access")
 
@@ -16,10 +22,12 @@ _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class RequestContextMiddleware:
-    """Takes or makes the request id and trace context, echoes X-Request-ID, logs one line."""
+    """Takes or makes the request id and trace context, echoes X-Request-ID, logs one line
+    (naming the service that served it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -35,6 +43,7 @@ class RequestContextMiddleware:
         scope["request_id"] = request_id  # for the 500 handler, which runs outside this
         request_id_token = request_id_var.set(request_id)
         traceparent_token = traceparent_var.set(traceparent)
+        service_token = service_var.set(self.service)
         started = time.perf_counter()
         status = 0
 
@@ -61,3 +70,4 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(request_id_token)
             traceparent_var.reset(traceparent_token)
+            service_var.reset(service_token)

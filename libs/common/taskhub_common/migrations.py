@@ -6,13 +6,17 @@ from alembic import context, op
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
+from taskhub_common import deleted_tasks as deleted_tasks_table
 from taskhub_common import outbox, users
 from taskhub_common.db import Database
 from taskhub_common.settings import ServiceSettings
 
 
 def run_migrations(
-    service_metadata: MetaData, settings: ServiceSettings, user_directory: bool = False
+    service_metadata: MetaData,
+    settings: ServiceSettings,
+    user_directory: bool = False,
+    deleted_tasks: bool = False,
 ) -> None:
     """Body of env.py: migrate on the connection the app hands over (at start), or on a new one
     (alembic's command line, e.g. `alembic revision --autogenerate`)."""
@@ -21,6 +25,8 @@ def run_migrations(
     metadata = [service_metadata, outbox.metadata]
     if user_directory:
         metadata.append(users.metadata)
+    if deleted_tasks:
+        metadata.append(deleted_tasks_table.metadata)
     if connection is not None:
         _run(connection, metadata, schema)
         return
@@ -46,7 +52,8 @@ def _run(connection: Connection, metadata: list[MetaData], schema: str) -> None:
 
 
 def create_outbox_and_inbox() -> None:
-    """The outbox and inbox tables, created by each service's first migration."""
+    """The outbox, inbox and event-queue tables, created by each service's first migration
+    (and by a later one, for the tables added since: what exists is left as it is)."""
     outbox.metadata.create_all(op.get_bind())
 
 

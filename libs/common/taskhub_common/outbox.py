@@ -1,6 +1,6 @@
-"""Transactional outbox and inbox tables, and the relay that publishes the outbox.
+"""Transactional outbox, inbox and event-queue tables, and the relay that publishes the outbox.
 
-Every service has the same two tables in its own schema; the search_path of its connections picks
+Every service has the same tables in its own schema; the search_path of its connections picks
 the schema, so these Core tables serve all services.
 """
 
@@ -15,9 +15,12 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
     Uuid,
     delete,
     func,
@@ -51,6 +54,23 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
     Index("ix_outbox_unsent", "position", postgresql_where=text("sent_at IS NULL")),
+)
+
+# The embedded mode's queues (taskhub_common.local_bus): events waiting for this service's
+# handlers, and its dead letters. Unused (empty) on RabbitMQ.
+event_queue = Table(
+    "event_queue",
+    metadata,
+    Column("position", BigInteger, Identity(), primary_key=True),
+    Column("queue", String(100), nullable=False),
+    Column("event_id", Uuid, nullable=False),
+    Column("envelope", JSONB, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("dead_at", DateTime(timezone=True)),
+    Column("error", Text),
+    UniqueConstraint("queue", "event_id"),
 )
 
 inbox = Table(

@@ -57,11 +57,14 @@ class ServiceSettings(BaseSettings):
     REDIS_USER: str = ""
     REDIS_PASSWORD: str = ""
 
-    # The identity service, whose JWKS verifies access tokens; in the embedded mode this URL
-    # names the in-process app.
+    # Where each service of taskhub_common.registry listens (in the embedded mode these URLs
+    # name the in-process apps). Identity's JWKS verifies access tokens; tasks answers the
+    # others' "does this task exist" over its internal API; the gateway routes to all.
     IDENTITY_URL: str = "http://127.0.0.1:8001"
-    # The tasks service, asked by comments and files whether a task exists (internal API).
     TASKS_URL: str = "http://127.0.0.1:8002"
+    COMMENTS_URL: str = "http://127.0.0.1:8003"
+    FILES_URL: str = "http://127.0.0.1:8004"
+    NOTIFIER_URL: str = "http://127.0.0.1:8006"
     # How long a request waits for the tasks service to say whether a task exists.
     TASKS_TIMEOUT_SECONDS: float = 5.0
     JWT_ISSUER: str = "taskhub-identity"

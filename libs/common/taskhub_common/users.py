@@ -18,10 +18,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.auth import CurrentPrincipal, Principal
+from taskhub_common.consumer import EventContext
 from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
 from taskhub_common.db import get_session
 from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
-from taskhub_common.events import EventEnvelope
 
 metadata = MetaData()
 
@@ -72,8 +72,9 @@ async def upsert_user(session: AsyncSession, user: UserData, as_of: datetime) ->
     )
 
 
-async def on_user_event(session: AsyncSession, event: EventEnvelope) -> None:
-    await upsert_user(session, UserData.model_validate(event.data), event.occurred_at)
+async def on_user_event(ctx: EventContext) -> None:
+    """Handler of user.registered and user.updated: the directory takes the newer data."""
+    await upsert_user(ctx.session, UserData.model_validate(ctx.event.data), ctx.event.occurred_at)
 
 
 USER_EVENT_HANDLERS = {USER_REGISTERED: on_user_event, USER_UPDATED: on_user_event}

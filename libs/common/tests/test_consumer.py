@@ -9,13 +9,18 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskhub_common.bus import EventBus, InProcessBus, RabbitMQBus, retry_queue_name
-from taskhub_common.consumer import EventConsumer
+from taskhub_common.bus import EventBus, RabbitMQBus, retry_queue_name
+from taskhub_common.consumer import EventConsumer, EventContext
 from taskhub_common.db import Database
-from taskhub_common.dlq import inspect_dead_letters, replay_dead_letters
+from taskhub_common.dlq import (
+    inspect_dead_letters,
+    inspect_local_dead_letters,
+    replay_dead_letters,
+    replay_local_dead_letters,
+)
 from taskhub_common.events import EventEnvelope
+from taskhub_common.local_bus import InProcessBus
 from taskhub_common.outbox import inbox
 from taskhub_common.testing import RABBITMQ_URL
 
@@ -32,6 +37,10 @@ async def bus(request) -> AsyncIterator[EventBus]:
             await bus.wait_connected()
     yield bus
     await bus.close()
+    if isinstance(bus, InProcessBus):  # a bus of this test alone: stop its workers
+        for queue in list(bus.queues.values()):
+            for subscription in list(queue.subscriptions):
+                await bus.unsubscribe(subscription)
 
 
 @pytest.fixture
@@ -74,10 +83,12 @@ async def subscribe(bus: EventBus, service: str, database: Database, handler) ->
     return event_type
 
 
-async def dead_letters(bus: EventBus, service: str) -> list[uuid.UUID]:
-    """Ids of what ended in the dead-letter queue `<service>.events.dlq`."""
+async def dead_letters(bus: EventBus, service: str, database: Database) -> list[uuid.UUID]:
+    """Ids of what ended in the dead-letter queue `<service>.events.dlq` (or, in process, in the
+    service's event_queue table as dead)."""
     if isinstance(bus, InProcessBus):
-        return [event.id for event in bus.subscriptions[f"{service}.events"].dead_letters]
+        letters = await inspect_local_dead_letters(database, service)
+        return [uuid.UUID(letter.event_id) for letter in letters]
     return [
         uuid.UUID(letter.event_id) for letter in await inspect_dead_letters(RABBITMQ_URL, service)
     ]
@@ -86,8 +97,8 @@ async def dead_letters(bus: EventBus, service: str) -> list[uuid.UUID]:
 async def test_duplicate_delivery_is_handled_once(
     bus: EventBus, service: str, database: Database, handled_table
 ) -> None:
-    async def record(session: AsyncSession, event: EventEnvelope) -> None:
-        await session.execute(insert(handled_table).values(event_id=event.id, note="once"))
+    async def record(ctx: EventContext) -> None:
+        await ctx.session.execute(insert(handled_table).values(event_id=ctx.event.id, note="once"))
 
     event_type = await subscribe(bus, service, database, record)
     event = EventEnvelope(type=event_type, producer="backbone")
@@ -110,9 +121,11 @@ async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
 ) -> None:
     attempts: list[uuid.UUID] = []
 
-    async def always_fails(session: AsyncSession, event: EventEnvelope) -> None:
-        attempts.append(event.id)
-        await session.execute(insert(handled_table).values(event_id=event.id, note="rolled back"))
+    async def always_fails(ctx: EventContext) -> None:
+        attempts.append(ctx.event.id)
+        await ctx.session.execute(
+            insert(handled_table).values(event_id=ctx.event.id, note="rolled back")
+        )
         raise RuntimeError("handler bug")
 
     event_type = await subscribe(bus, service, database, always_fails)
@@ -120,7 +133,7 @@ async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
     publishing = asyncio.create_task(bus.publish(event, {}))
 
     async def dead_lettered() -> bool:
-        return event.id in await dead_letters(bus, service)
+        return event.id in await dead_letters(bus, service, database)
 
     await until(dead_lettered)
     await publishing
@@ -135,12 +148,14 @@ async def test_handler_that_fails_once_succeeds_on_retry(
 ) -> None:
     calls = 0
 
-    async def flaky(session: AsyncSession, event: EventEnvelope) -> None:
+    async def flaky(ctx: EventContext) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ConnectionError("transient")
-        await session.execute(insert(handled_table).values(event_id=event.id, note="retried"))
+        await ctx.session.execute(
+            insert(handled_table).values(event_id=ctx.event.id, note="retried")
+        )
 
     event_type = await subscribe(bus, service, database, flaky)
     event = EventEnvelope(type=event_type, producer="backbone")
@@ -151,7 +166,7 @@ async def test_handler_that_fails_once_succeeds_on_retry(
 
     await until(handled)
     assert calls == 2
-    assert await dead_letters(bus, service) == []
+    assert await dead_letters(bus, service, database) == []
 
 
 async def test_events_without_a_handler_are_ignored(
@@ -169,40 +184,47 @@ async def test_events_without_a_handler_are_ignored(
 
 
 async def test_dead_letters_can_be_inspected_and_replayed(
-    service: str, database: Database, handled_table
+    bus: EventBus, service: str, database: Database, handled_table
 ) -> None:
-    bus = RabbitMQBus(RABBITMQ_URL)
-    await bus.start()
-    async with asyncio.timeout(30):
-        await bus.wait_connected()
     fixed = False
 
-    async def fails_until_fixed(session: AsyncSession, event: EventEnvelope) -> None:
+    async def fails_until_fixed(ctx: EventContext) -> None:
         if not fixed:
             raise RuntimeError("bug, fixed in the next release")
-        await session.execute(insert(handled_table).values(event_id=event.id, note="replayed"))
+        await ctx.session.execute(
+            insert(handled_table).values(event_id=ctx.event.id, note="replayed")
+        )
 
     event_type = await subscribe(bus, service, database, fails_until_fixed)
     event = EventEnvelope(type=event_type, producer="backbone")
     await bus.publish(event, {})
 
     async def dead_lettered() -> bool:
-        return event.id in await dead_letters(bus, service)
+        return event.id in await dead_letters(bus, service, database)
 
     await until(dead_lettered)
-    letters = await inspect_dead_letters(RABBITMQ_URL, service)
+    in_process = isinstance(bus, InProcessBus)
+    letters = await (
+        inspect_local_dead_letters(database, service)
+        if in_process
+        else inspect_dead_letters(RABBITMQ_URL, service)
+    )
     assert [(letter.event_type, letter.attempts) for letter in letters] == [
         (event_type, MAX_ATTEMPTS)
     ]
     assert "bug, fixed" in letters[0].error
-    assert await dead_letters(bus, service) == [event.id], "inspecting must not take them away"
+    assert await dead_letters(bus, service, database) == [event.id], "inspecting must not take"
 
     fixed = True
-    assert await replay_dead_letters(RABBITMQ_URL, service) == 1
+    replayed = await (
+        replay_local_dead_letters(database, service)
+        if in_process
+        else replay_dead_letters(RABBITMQ_URL, service)
+    )
+    assert replayed == 1
 
     async def handled() -> bool:
         return await handled_count(database, handled_table, event.id) == 1
 
     await until(handled)
-    assert await dead_letters(bus, service) == []
-    await bus.close()
+    assert await dead_letters(bus, service, database) == []

@@ -4,11 +4,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from comments.consumers import TASK_DELETED, on_task_deleted
+from comments.consumers import EVENT_HANDLERS
 from comments.router import router
 from comments.settings import CommentsSettings
 from taskhub_common.app import ServiceSpec, create_service_app
-from taskhub_common.users import USER_EVENT_HANDLERS
 
 
 def create_app(settings: CommentsSettings | None = None) -> FastAPI:
@@ -20,7 +19,7 @@ def create_app(settings: CommentsSettings | None = None) -> FastAPI:
             routers=[router],
             description="Markdown comments on TaskHub tasks, rendered and sanitised.",
             migrations_dir=Path(__file__).parent / "migrations",
-            event_handlers={**USER_EVENT_HANDLERS, TASK_DELETED: on_task_deleted},
+            event_handlers=EVENT_HANDLERS,
             asks_tasks=True,
         )
     )

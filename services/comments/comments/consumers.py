@@ -1,16 +1,8 @@
-"""Events the comments service consumes, besides user.* for its author directory."""
+"""Events the comments service consumes: user.* for its author directory, task.deleted to stop
+serving a deleted task's comments."""
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from taskhub_common.contracts import TASK_DELETED
+from taskhub_common.deleted_tasks import on_task_deleted
+from taskhub_common.users import USER_EVENT_HANDLERS
 
-from comments.repository import CommentRepository
-from taskhub_common.events import EventEnvelope
-
-TASK_DELETED = "task.deleted"
-
-
-async def on_task_deleted(session: AsyncSession, event: EventEnvelope) -> None:
-    """Remember the task as deleted: its comments stop being served, and nothing is destroyed."""
-    task_id = event.aggregate_id
-    if task_id is None:
-        raise ValueError(f"task.deleted event {event.id} names no task")
-    await CommentRepository(session).mark_task_deleted(task_id)
+EVENT_HANDLERS = {**USER_EVENT_HANDLERS, TASK_DELETED: on_task_deleted}

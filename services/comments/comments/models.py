@@ -24,12 +24,3 @@ class Comment(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_comments_task_id_created_at_id", "task_id", "created_at", "id"),)
-
-
-class DeletedTask(Base):
-    """Tasks that task.deleted said are gone: their comments are no longer served (and kept)."""
-
-    __tablename__ = "deleted_tasks"
-
-    task_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -4,11 +4,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Select, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from comments.models import Comment, DeletedTask
+from comments.models import Comment
 from taskhub_common.users import users
 
 comments = Comment.__table__
@@ -85,14 +84,3 @@ class CommentRepository:
             .limit(limit)
         )
         return [_view(row) for row in await self.session.execute(statement)]
-
-    async def is_task_deleted(self, task_id: uuid.UUID) -> bool:
-        found = await self.session.scalar(
-            select(DeletedTask.task_id).where(DeletedTask.task_id == task_id)
-        )
-        return found is not None
-
-    async def mark_task_deleted(self, task_id: uuid.UUID) -> None:
-        await self.session.execute(
-            pg_insert(DeletedTask).values(task_id=task_id).on_conflict_do_nothing()
-        )

@@ -10,14 +10,17 @@ from comments.models import Comment
 from comments.rendering import render_markdown
 from comments.repository import CommentRepository
 from comments.schemas import CommentCreate, CommentOut, CommentQuery, CommentUpdate
+from taskhub_common.contracts import (
+    COMMENT_CREATED,
+    COMMENT_DELETED,
+    COMMENT_UPDATED,
+    CommentData,
+)
+from taskhub_common.deleted_tasks import is_task_deleted
 from taskhub_common.errors import NotFound, NotPermitted
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_event
 from taskhub_common.tasks_client import TaskReference, TasksClient
-
-COMMENT_CREATED = "comment.created"
-COMMENT_UPDATED = "comment.updated"
-COMMENT_DELETED = "comment.deleted"
 
 
 async def render(content: str) -> str:
@@ -93,7 +96,7 @@ class CommentService:
     async def _task(self, task_id: uuid.UUID) -> TaskReference:
         """The live task, or NotFound. task.deleted is remembered here, so a deleted task's
         comments stop at once, without waiting for (or trusting) an answer from tasks."""
-        if await self.comments.is_task_deleted(task_id):
+        if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
         return await self.tasks.get(task_id)
 
@@ -116,13 +119,12 @@ class CommentService:
         changes: dict[str, Any] | None,
     ) -> None:
         # The task's people ride along, so the notifier knows whom to tell without asking tasks.
-        data = {
+        data = CommentData(
             **comment.model_dump(),
-            "task_creator_id": task.created_by,
-            "task_assignee_id": task.assigned_to,
-        }
-        if changes is not None:
-            data["changes"] = changes
+            task_creator_id=task.created_by,
+            task_assignee_id=task.assigned_to,
+            changes=changes,
+        )
         await add_event(
             self.session,
             EventEnvelope(
@@ -130,6 +132,6 @@ class CommentService:
                 producer=self.producer,
                 actor_id=self.caller_id,
                 aggregate_id=comment.id,
-                data=data,
+                data=data.model_dump(exclude={"changes"} if changes is None else None),
             ),
         )

@@ -9,12 +9,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from comments.app import create_app
-from comments.consumers import TASK_DELETED, on_task_deleted
-from taskhub_common.bus import make_bus
-from taskhub_common.consumer import EventConsumer
 from taskhub_common.http import make_http_client
 from taskhub_common.tasks_client import TasksClient
-from taskhub_common.users import USER_EVENT_HANDLERS
 
 from .conftest import (
     COMMENT_FIELDS,
@@ -449,23 +445,12 @@ async def test_the_wrong_service_secret_is_503_not_a_leak(
 
 async def test_the_app_makes_and_closes_its_tasks_client(app: FastAPI) -> None:
     other = create_app(comments_settings())
-    try:
-        async with other.router.lifespan_context(other):
-            tasks_client = other.state.tasks_client
-            assert isinstance(tasks_client, TasksClient)
-            assert str(tasks_client.client.base_url) == "http://tasks.comments-test"
-            assert not tasks_client.client.is_closed
-        assert tasks_client.client.is_closed
-    finally:
-        # The other app took over `comments.events` on the shared bus (and closed the bus):
-        # give the session's app its subscription back.
-        bus = make_bus(None)
-        await bus.start()
-        settings = app.state.settings
-        handlers = {**USER_EVENT_HANDLERS, TASK_DELETED: on_task_deleted}
-        await EventConsumer(settings.SERVICE_NAME, app.state.database, handlers).subscribe(
-            bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms
-        )
+    async with other.router.lifespan_context(other):
+        tasks_client = other.state.tasks_client
+        assert isinstance(tasks_client, TasksClient)
+        assert str(tasks_client.client.base_url) == "http://tasks.comments-test"
+        assert not tasks_client.client.is_closed
+    assert tasks_client.client.is_closed
 
 
 async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
@@ -504,8 +489,9 @@ async def test_the_migration_made_the_tables_and_the_list_index(app: FastAPI) ->
         "alembic_version",
         "comments",
         "deleted_tasks",
+        "event_queue",
         "inbox",
         "outbox",
         "users",
     ]
-    assert await scalar(app, "SELECT version_num FROM alembic_version") == "0001"
+    assert await scalar(app, "SELECT version_num FROM alembic_version") == "0002"

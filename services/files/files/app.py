@@ -4,13 +4,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from files.consumers import EVENT_HANDLERS
 from files.router import router
-from files.service import TASK_DELETED, on_task_deleted
 from files.settings import FilesSettings
 from files.storage import make_storage
 from files.upload import UploadLimits
 from taskhub_common.app import ServiceSpec, create_service_app
-from taskhub_common.users import USER_EVENT_HANDLERS
 
 
 def create_app(settings: FilesSettings | None = None) -> FastAPI:
@@ -36,7 +35,7 @@ def create_app(settings: FilesSettings | None = None) -> FastAPI:
             routers=[router],
             description="Attachments of TaskHub tasks: validated upload, list, download, delete.",
             migrations_dir=Path(__file__).parent / "migrations",
-            event_handlers={**USER_EVENT_HANDLERS, TASK_DELETED: on_task_deleted},
+            event_handlers=EVENT_HANDLERS,
             asks_tasks=True,
             on_startup=[open_clients],
             on_shutdown=[close_clients],

@@ -38,12 +38,3 @@ class File(Base):
             postgresql_where=text("NOT is_deleted"),
         ),
     )
-
-
-class DeletedTask(Base):
-    """Tasks deleted in the tasks service (from `task.deleted`): their files are not served."""
-
-    __tablename__ = "deleted_tasks"
-
-    task_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,13 +1,11 @@
 """Every query of the files service."""
 
 import uuid
-from datetime import datetime
 
-from sqlalchemy import exists, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from files.models import DeletedTask, File
+from files.models import File
 
 
 class FileRepository:
@@ -36,15 +34,3 @@ class FileRepository:
         if for_update:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
-
-    async def task_deleted(self, task_id: uuid.UUID) -> bool:
-        return bool(
-            await self.session.scalar(select(exists().where(DeletedTask.task_id == task_id)))
-        )
-
-    async def record_deleted_task(self, task_id: uuid.UUID, deleted_at: datetime) -> None:
-        await self.session.execute(
-            insert(DeletedTask)
-            .values(task_id=task_id, deleted_at=deleted_at)
-            .on_conflict_do_nothing(index_elements=[DeletedTask.task_id])
-        )

@@ -20,23 +20,15 @@ from files.repository import FileRepository
 from files.schemas import FileOut
 from files.storage import ByteStream, ObjectMissing, Storage
 from files.upload import UploadLimits, receive_files
+from taskhub_common.contracts import FILE_DELETED, FILE_UPLOADED, FileData
 from taskhub_common.db import after_commit
+from taskhub_common.deleted_tasks import is_task_deleted
 from taskhub_common.errors import NotFound, NotPermitted
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_events
 from taskhub_common.tasks_client import TaskReference, TasksClient
 
 logger = logging.getLogger(__name__)
-
-FILE_UPLOADED = "file.uploaded"
-FILE_DELETED = "file.deleted"
-TASK_DELETED = "task.deleted"
-
-
-async def on_task_deleted(session: AsyncSession, event: EventEnvelope) -> None:
-    """A deleted task's files are no longer served (kept, not destroyed: the delete is soft)."""
-    task_id = event.aggregate_id or uuid.UUID(str(event.data["id"]))
-    await FileRepository(session).record_deleted_task(task_id, event.occurred_at)
 
 
 class FileService:
@@ -127,7 +119,7 @@ class FileService:
 
     async def list_files(self, task_id: uuid.UUID) -> list[FileOut]:
         """Every active user reads every task's files."""
-        if await self.files.task_deleted(task_id):
+        if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
         files = await self.files.list_for_task(task_id)
         if not files:
@@ -136,7 +128,7 @@ class FileService:
         return [FileOut.model_validate(file) for file in files]
 
     async def download(self, task_id: uuid.UUID, file_id: uuid.UUID) -> tuple[FileOut, ByteStream]:
-        if await self.files.task_deleted(task_id):
+        if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
         file = await self.files.get(task_id, file_id)
         if file is None:
@@ -173,7 +165,7 @@ class FileService:
 
     async def _live_task(self, task_id: uuid.UUID) -> TaskReference:
         """The task, which must exist and not be deleted (else 404)."""
-        if await self.files.task_deleted(task_id):
+        if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
         return await self.tasks.get(task_id)
 
@@ -186,11 +178,11 @@ class FileService:
                     producer=self.producer,
                     actor_id=self.caller_id,
                     aggregate_id=file.id,
-                    data={
+                    data=FileData(
                         **file.model_dump(),
-                        "task_creator_id": task.created_by,
-                        "task_assignee_id": task.assigned_to,
-                    },
+                        task_creator_id=task.created_by,
+                        task_assignee_id=task.assigned_to,
+                    ).model_dump(),
                 )
                 for file in files
             ],

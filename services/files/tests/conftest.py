@@ -24,17 +24,13 @@ from sqlalchemy import select, text
 
 from files.app import create_app
 from files.models import File
-from files.service import TASK_DELETED, on_task_deleted
 from files.settings import FilesSettings
 from files.storage import LocalStorage, S3Storage
 from identity.app import create_app as create_identity
 from identity.settings import IdentitySettings
-from taskhub_common.bus import make_bus
-from taskhub_common.consumer import EventConsumer
 from taskhub_common.http import register_local_app
 from taskhub_common.outbox import outbox
 from taskhub_common.testing import bearer, create_task, database_env, new_user, recreate_database
-from taskhub_common.users import USER_EVENT_HANDLERS
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
 
@@ -192,27 +188,17 @@ def start_files_app(
 ) -> Callable[..., contextlib.AbstractAsyncContextManager]:
     """Another started files app with other settings, on the same database and storage.
 
-    It takes over the in-process bus's `files.events` subscription while it runs; afterwards
-    the session's app gets it back (and the shared bus, closed by the other app's shutdown, is
-    started again)."""
+    It takes over the in-process bus's `files.events` subscription while it runs; the session's
+    app gets it back when it stops."""
 
     @contextlib.asynccontextmanager
     async def started(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
         other = create_app(files_settings(storage_env, **overrides))
-        try:
-            async with (
-                other.router.lifespan_context(other),
-                asgi_client(other, "http://files-2") as http,
-            ):
-                yield other, http
-        finally:
-            bus = make_bus(None)
-            await bus.start()
-            settings = app.state.settings
-            handlers = {**USER_EVENT_HANDLERS, TASK_DELETED: on_task_deleted}
-            await EventConsumer(settings.SERVICE_NAME, app.state.database, handlers).subscribe(
-                bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms
-            )
+        async with (
+            other.router.lifespan_context(other),
+            asgi_client(other, "http://files-2") as http,
+        ):
+            yield other, http
 
     return started
 

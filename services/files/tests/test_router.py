@@ -8,7 +8,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from files.models import DeletedTask
+from taskhub_common.deleted_tasks import deleted_tasks
 
 from .conftest import (
     DOCX,
@@ -239,7 +239,7 @@ async def test_a_deleted_task_is_refused_before_its_event_arrives(
     # Forget the event: the tasks service alone must refuse the upload.
     async with app.state.database.sessionmaker.begin() as session:
         await session.execute(
-            delete(DeletedTask).where(DeletedTask.task_id == uuid.UUID(task["id"]))
+            delete(deleted_tasks).where(deleted_tasks.c.task_id == uuid.UUID(task["id"]))
         )
     response = await upload(client, task["id"], owner[1], ("a.txt", TEXT, "text/plain"))
     assert response.status_code == 404

@@ -18,6 +18,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstreams import upstreams
 from taskhub_common import embedded_postgres
 from taskhub_common.http import register_local_app
+from taskhub_common.local_bus import shared_bus
 
 
 def create_embedded_app() -> FastAPI:
@@ -33,11 +34,19 @@ def create_embedded_app() -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # ASGI transports run no lifespan: start every service here, before the gateway.
+        # ASGI transports run no lifespan: start every service here, before the gateway. No
+        # relay publishes until every service has subscribed (a backlog left by a crash would
+        # otherwise reach only the services that happened to start first).
+        shared_bus.hold()
         async with contextlib.AsyncExitStack() as stack:
-            for service_app in services:
-                await stack.enter_async_context(service_app.router.lifespan_context(service_app))
-            await stack.enter_async_context(gateway_lifespan(app))
+            try:
+                for service_app in services:
+                    await stack.enter_async_context(
+                        service_app.router.lifespan_context(service_app)
+                    )
+                await stack.enter_async_context(gateway_lifespan(app))
+            finally:
+                shared_bus.release()
             yield
 
     gateway.router.lifespan_context = lifespan

@@ -3,8 +3,6 @@ from taskhub_common.settings import ServiceSettings, split_csv
 
 class GatewaySettings(ServiceSettings):
     SERVICE_NAME: str = "gateway"
-    COMMENTS_URL: str = "http://127.0.0.1:8003"
-    FILES_URL: str = "http://127.0.0.1:8004"
     CORS_ORIGINS: str = "http://localhost:5173"
     RATE_LIMIT_DEFAULT: str = "100/minute"
     # Login and register, per client IP.

@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass, field
 
 from gateway.settings import GatewaySettings
+from taskhub_common.registry import SERVICES
 
 
 @dataclass(frozen=True)
@@ -37,26 +38,13 @@ PUBLIC_ROUTES = {
 def upstreams(settings: GatewaySettings) -> list[Upstream]:
     return [
         Upstream(
-            "identity",
-            settings.IDENTITY_URL,
-            ("/api/auth/", "/.well-known/jwks.json"),
-            "identity.app:create_app",
-        ),
-        Upstream("tasks", settings.TASKS_URL, ("/api/tasks/",), "tasks.app:create_app"),
-        Upstream(
-            "comments",
-            settings.COMMENTS_URL,
-            (),
-            "comments.app:create_app",
-            (re.compile(r"/api/tasks/[^/]+/comments(/.*)?"),),
-        ),
-        Upstream(
-            "files",
-            settings.FILES_URL,
-            (),
-            "files.app:create_app",
-            (re.compile(r"/api/tasks/[^/]+/files(/.*)?"),),
-        ),
+            entry.name,
+            getattr(settings, entry.url_setting),
+            entry.prefixes,
+            entry.app_factory,
+            entry.compiled_patterns(),
+        )
+        for entry in SERVICES
     ]
 
 

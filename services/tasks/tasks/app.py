@@ -3,13 +3,10 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.cache import GenerationalCache, make_store
-from taskhub_common.db import after_commit
-from taskhub_common.events import EventEnvelope
-from taskhub_common.users import USER_EVENT_HANDLERS
+from tasks.consumers import EVENT_HANDLERS
 from tasks.router import internal_router, router
 from tasks.service import TaskService
 from tasks.settings import TasksSettings
@@ -17,16 +14,6 @@ from tasks.settings import TasksSettings
 
 def create_app(settings: TasksSettings | None = None) -> FastAPI:
     settings = settings or TasksSettings()
-    app: FastAPI
-
-    def refreshing_cache(handler):
-        """A user's new name shows in cached tasks at once: drop the cache after the change."""
-
-        async def handle(session: AsyncSession, event: EventEnvelope) -> None:
-            await handler(session, event)
-            after_commit(session, app.state.cache.invalidate)
-
-        return handle
 
     async def open_cache(app: FastAPI) -> None:
         # Namespaced by database too: stacks sharing one Redis never read each other's entries.
@@ -44,18 +31,14 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
     async def close_cache(app: FastAPI) -> None:
         await app.state.cache.store.close()
 
-    app = create_service_app(
+    return create_service_app(
         ServiceSpec(
             settings=settings,
             routers=[router, internal_router],
             description="Tasks, tags, bulk create, filtering and search of TaskHub.",
             migrations_dir=Path(__file__).parent / "migrations",
-            event_handlers={
-                event_type: refreshing_cache(handler)
-                for event_type, handler in USER_EVENT_HANDLERS.items()
-            },
+            event_handlers=EVENT_HANDLERS,
             on_startup=[open_cache, sweep_at_start],
             on_shutdown=[close_cache],
         )
     )
-    return app

@@ -21,6 +21,7 @@ from sqlalchemy import (
     text,
     tuple_,
     type_coerce,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,7 +32,7 @@ from sqlalchemy.sql import Subquery
 
 from taskhub_common.errors import invalid_field
 from taskhub_common.users import users
-from tasks.models import Tag, Task, task_tags
+from tasks.models import Tag, Task, TaskStatus, task_tags
 from tasks.schemas import TaskQuery
 
 # Tasks without a due date sort after every dated one (and keyset paging needs a value). A
@@ -245,38 +246,20 @@ class TaskRepository:
         if pairs:
             await self.session.execute(insert(task_tags), pairs)
 
-    async def sweep_overdue(self, producer: str) -> int:
-        """Flip every task past its due date to overdue and write one task.overdue event per
-        flipped task, in one statement: a task flips once, so it is announced once."""
-        result = await self.session.execute(
-            text(
-                """
-                WITH swept AS (
-                    UPDATE tasks SET status = 'overdue', updated_at = now()
-                    WHERE NOT is_deleted
-                      AND status IN ('todo', 'in_progress')
-                      AND due_date < now()
-                    RETURNING id, title, description, status, priority, start_date, due_date,
-                              completed_at, notify_overdue, is_deleted, created_by, assigned_to,
-                              created_at, updated_at, gen_random_uuid() AS event_id
-                )
-                INSERT INTO outbox (id, routing_key, payload)
-                SELECT event_id, 'task.overdue', jsonb_build_object(
-                    'id', event_id,
-                    'type', 'task.overdue',
-                    'version', 1,
-                    'occurred_at', now(),
-                    'producer', CAST(:producer AS text),
-                    'actor_id', NULL,
-                    'aggregate_id', swept.id,
-                    'data', to_jsonb(swept) - 'event_id'
-                )
-                FROM swept
-                """
-            ),
-            {"producer": producer},
+    async def sweep_overdue(self) -> list[uuid.UUID]:
+        """Flip every live task past its due date to overdue, in one statement; the ids of the
+        flipped tasks (a task already overdue is not flipped again)."""
+        result = await self.session.scalars(
+            update(Task)
+            .where(
+                Task.is_deleted.is_(False),
+                Task.status.in_([TaskStatus.TODO, TaskStatus.IN_PROGRESS]),
+                Task.due_date < func.now(),
+            )
+            .values(status=TaskStatus.OVERDUE, updated_at=func.now())
+            .returning(Task.id)
         )
-        return result.rowcount
+        return list(result)
 
 
 def _encode_cursor(sort_value: Any, task_id: uuid.UUID) -> str:

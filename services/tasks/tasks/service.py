@@ -7,10 +7,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.cache import GenerationalCache
+from taskhub_common.contracts import (
+    TASK_ASSIGNED,
+    TASK_COMPLETED,
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_OVERDUE,
+    TASK_UPDATED,
+    TaskData,
+)
 from taskhub_common.db import after_commit
 from taskhub_common.errors import Conflict, NotFound, NotPermitted, invalid_field
 from taskhub_common.events import EventEnvelope
-from taskhub_common.outbox import add_events, mark_outbox_written
+from taskhub_common.outbox import add_events
 from taskhub_common.tasks_client import TaskReference
 from taskhub_common.users import active_user_ids
 from tasks.models import Task, TaskStatus
@@ -23,13 +32,6 @@ from tasks.schemas import (
     TaskQuery,
     TaskUpdate,
 )
-
-TASK_CREATED = "task.created"
-TASK_UPDATED = "task.updated"
-TASK_ASSIGNED = "task.assigned"
-TASK_COMPLETED = "task.completed"
-TASK_DELETED = "task.deleted"
-TASK_OVERDUE = "task.overdue"
 
 # Fields a PUT may change, and how a change of each is reported in `changes`.
 UPDATABLE = (
@@ -56,7 +58,12 @@ def derive_status(start_date: datetime | None, due_date: datetime | None) -> Tas
 
 class TaskService:
     def __init__(
-        self, session: AsyncSession, cache: GenerationalCache, producer: str, caller_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        cache: GenerationalCache,
+        producer: str,
+        # None for a system action (the overdue sweep): its events have no actor.
+        caller_id: uuid.UUID | None,
     ) -> None:
         self.session = session
         self.cache = cache
@@ -206,11 +213,13 @@ class TaskService:
         return TaskReference.model_validate(await self._get(task_id), from_attributes=True)
 
     async def sweep_overdue(self) -> int:
-        swept = await self.tasks.sweep_overdue(self.producer)
+        """Flip every task past its due date to overdue, with one task.overdue event per flipped
+        task: a task flips once, so it is announced once (a system action: no actor)."""
+        swept = await self.tasks.sweep_overdue()
         if swept:
-            mark_outbox_written(self.session)
-            after_commit(self.session, self.cache.invalidate)
-        return swept
+            presented = await self._present(swept)
+            await self._publish([(TASK_OVERDUE, task, None) for task in presented])
+        return len(swept)
 
     # Helpers.
 
@@ -242,21 +251,24 @@ class TaskService:
         return TASK_UPDATED
 
     async def _publish(
-        self, events: list[tuple[str, TaskOut, dict[str, Any] | None]], invalidate: bool = True
+        self,
+        events: list[tuple[str, TaskOut, dict[str, Any] | None]],
+        invalidate: bool = True,
     ) -> None:
         envelopes = []
         for event_type, task, changes in events:
-            # Python values here; the outbox writes the envelope as JSON in one pass.
-            data = task.model_dump(exclude={"files", "comments"})
-            if changes is not None:
-                data["changes"] = changes
+            # Built through the contract, so every task event has one shape; Python values
+            # here, the outbox writes the envelope as JSON in one pass.
+            data = TaskData.model_validate(task, from_attributes=True)
+            data.changes = changes
+            exclude = {"changes"} if changes is None else None
             envelopes.append(
                 EventEnvelope(
                     type=event_type,
                     producer=self.producer,
                     actor_id=self.caller_id,
                     aggregate_id=task.id,
-                    data=data,
+                    data=data.model_dump(exclude=exclude),
                 )
             )
         await add_events(self.session, envelopes)

@@ -18,13 +18,11 @@ from sqlalchemy import select, text
 
 from identity.app import create_app as create_identity
 from identity.settings import IdentitySettings
-from taskhub_common.bus import make_bus
-from taskhub_common.consumer import EventConsumer
+from taskhub_common.contracts import TaskData
 from taskhub_common.events import EventEnvelope
 from taskhub_common.http import register_local_app
 from taskhub_common.outbox import outbox
 from taskhub_common.testing import bearer, database_env, new_user, recreate_database
-from taskhub_common.users import USER_EVENT_HANDLERS
 from tasks.app import create_app
 from tasks.settings import TasksSettings
 
@@ -96,29 +94,20 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def start_tasks_app(app: FastAPI) -> Callable[..., contextlib.AbstractAsyncContextManager]:
     """Another started tasks app (e.g. with Redis) and a client of it, on the same database.
 
-    It takes over the in-process bus's `tasks.events` subscription while it runs; afterwards the
-    session's app gets it back (and the shared bus, closed by the other app's shutdown, is
-    started again).
+    It takes over the in-process bus's `tasks.events` subscription while it runs; the session's
+    app gets it back when it stops.
     """
 
     @contextlib.asynccontextmanager
     async def started(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
         other = create_app(tasks_settings(**overrides))
-        try:
-            async with (
-                other.router.lifespan_context(other),
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=other), base_url="http://tasks-2"
-                ) as http,
-            ):
-                yield other, http
-        finally:
-            bus = make_bus(None)
-            await bus.start()
-            settings = app.state.settings
-            await EventConsumer(
-                settings.SERVICE_NAME, app.state.database, USER_EVENT_HANDLERS
-            ).subscribe(bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms)
+        async with (
+            other.router.lifespan_context(other),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=other), base_url="http://tasks-2"
+            ) as http,
+        ):
+            yield other, http
 
     return started
 
@@ -208,6 +197,9 @@ def check_envelope(event: dict, event_type: str, actor_id: str | None, task_id: 
     assert occurred_at.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - occurred_at) < timedelta(minutes=1)
     EventEnvelope.model_validate({k: v for k, v in event.items() if k in ENVELOPE_FIELDS})
+    # The published contract: one shape per type, whoever emits it.
+    TaskData.model_validate(event["data"], strict=False)
+    assert set(event["data"]) - {"changes"} == set(TaskData.model_fields) - {"changes"}
 
 
 async def wait_all_sent(app: FastAPI, task_id: str) -> list[dict]:

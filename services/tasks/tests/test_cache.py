@@ -195,10 +195,13 @@ async def test_a_read_overlapping_a_write_does_not_cache_the_old_state(
         await blocker.execute(text("LOCK TABLE tags IN ACCESS EXCLUSIVE MODE"))
         reader = asyncio.create_task(client.get(url, headers=headers))
         await wait_for_a_lock_waiter(app)
-        # ...while a write commits and drops the cache (the sweep does not touch tags).
-        secret = app.state.settings.SECRET_KEY
-        swept = await client.post("/internal/tasks/overdue-sweep", headers=service_headers(secret))
-        assert swept.json()["marked_overdue"] >= 1
+        # ...while a write commits and drops the cache, as every write does after its commit
+        # (made here in SQL: any write through the service would read tags, and wait too).
+        async with app.state.database.engine.begin() as writer:
+            await writer.execute(
+                text("UPDATE tasks SET status = 'overdue' WHERE id = :id"), {"id": task["id"]}
+            )
+        await app.state.cache.invalidate()
         await blocker.rollback()
     # Which state the overlapping read answers with depends on when its snapshot was taken.
     assert (await reader).json()["status"] in ("todo", "overdue")

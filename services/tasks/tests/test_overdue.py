@@ -135,6 +135,10 @@ async def test_the_sweep_marks_past_due_tasks_overdue_once(
         assert event["data"]["created_by"] == task["created_by"]
         assert event["data"]["assigned_to"] == task["assigned_to"]
         assert parse_time(event["data"]["due_date"]) == parse_time(task["due_date"])
+        # The same shape as every other task event: the task as the API shows it.
+        assert {key: event["data"][key] for key in ("creator", "assignee", "tags")} == {
+            key: got[key] for key in ("creator", "assignee", "tags")
+        }
     for task, status in ((completed, "completed"), (future, "todo"), (undated, "in_progress")):
         got = (await client.get(f"/api/tasks/{task['id']}", headers=headers)).json()
         assert got["status"] == status

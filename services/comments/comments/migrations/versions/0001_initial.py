@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from taskhub_common.deleted_tasks import create_deleted_tasks
 from taskhub_common.migrations import create_outbox_and_inbox, create_user_directory
 
 revision: str = "0001"
@@ -38,13 +39,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_comments_task_id_created_at_id", "comments", ["task_id", "created_at", "id"]
     )
-    op.create_table(
-        "deleted_tasks",
-        sa.Column("task_id", sa.Uuid(), primary_key=True),
-        sa.Column(
-            "deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-    )
+    create_deleted_tasks()
     create_user_directory()
     create_outbox_and_inbox()
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from taskhub_common.deleted_tasks import create_deleted_tasks
 from taskhub_common.migrations import create_outbox_and_inbox, create_user_directory
 
 revision: str = "0001"
@@ -40,11 +41,7 @@ def upgrade() -> None:
         ["task_id", "created_at", "id"],
         postgresql_where=sa.text("NOT is_deleted"),
     )
-    op.create_table(
-        "deleted_tasks",
-        sa.Column("task_id", sa.Uuid(), primary_key=True),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    create_deleted_tasks()
     create_user_directory()
     create_outbox_and_inbox()
 
