@@ -8,18 +8,30 @@ from notifier import notices
 from notifier.delivery import Dispatcher
 from notifier.models import TaskState
 from notifier.repository import ReminderRepository, TaskStateRepository, UserEmailRepository
-from taskhub_common import deleted_tasks
+from taskhub_common import deleted_tasks, users
 from taskhub_common.consumer import EventContext
-from taskhub_common.contracts import CommentData, TaskData, UserData
-from taskhub_common.users import upsert_user
+from taskhub_common.contracts import (
+    COMMENT_CREATED,
+    TASK_ASSIGNED,
+    TASK_COMPLETED,
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_OVERDUE,
+    TASK_UPDATED,
+    USER_REGISTERED,
+    USER_UPDATED,
+    CommentData,
+    TaskData,
+    UserData,
+)
 
 COMPLETED = "completed"
 
 
 async def on_user_event(ctx: EventContext) -> None:
     """The shared user directory (who may call), and the address mail goes to."""
+    await users.on_user_event(ctx)
     user = UserData.model_validate(ctx.event.data)
-    await upsert_user(ctx.session, user, ctx.event.occurred_at)
     await UserEmailRepository(ctx.session).upsert(user.id, user.email, ctx.event.occurred_at)
 
 
@@ -27,7 +39,7 @@ async def on_task_changed(ctx: EventContext) -> None:
     """task.created, task.updated, task.completed: the read model (and reminders follow); a
     task created with an assignee tells them, as an assignment would."""
     task, state = await _apply(ctx)
-    if ctx.event.type == "task.created" and task.assigned_to is not None:
+    if ctx.event.type == TASK_CREATED and task.assigned_to is not None:
         await _tell_assignee(ctx, task, state)
 
 
@@ -128,3 +140,16 @@ def _closed(state: TaskState) -> bool:
 
 def _dispatcher(ctx: EventContext) -> Dispatcher:
     return ctx.state.dispatcher
+
+
+EVENT_HANDLERS = {
+    USER_REGISTERED: on_user_event,
+    USER_UPDATED: on_user_event,
+    TASK_CREATED: on_task_changed,
+    TASK_UPDATED: on_task_changed,
+    TASK_COMPLETED: on_task_changed,
+    TASK_ASSIGNED: on_task_assigned,
+    TASK_DELETED: on_task_deleted,
+    TASK_OVERDUE: on_task_overdue,
+    COMMENT_CREATED: on_comment_created,
+}

@@ -126,5 +126,5 @@ class Dispatcher:
             producer=self.producer,
             actor_id=None,
             aggregate_id=notification.id,
-            data=data.model_dump(mode="json"),
+            data=data.model_dump(),
         )

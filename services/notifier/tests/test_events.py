@@ -14,6 +14,7 @@ from .conftest import (
     NOTIFICATION_FIELDS,
     assign,
     create_task,
+    eventually,
     notices_of,
     rows,
     scalar,
@@ -149,7 +150,13 @@ def overdue_event(task: dict) -> EventEnvelope:
 
 
 async def handled(app: FastAPI, event: EventEnvelope) -> bool:
-    return bool(await scalar(app, "SELECT count(*) FROM inbox WHERE event_id = :e", e=event.id))
+    """Waits until the notifier has handled the event (publish only queues it)."""
+
+    async def in_inbox() -> bool:
+        return bool(await scalar(app, "SELECT count(*) FROM inbox WHERE event_id = :e", e=event.id))
+
+    await eventually(in_inbox, f"the notifier handled {event.type} {event.id}")
+    return True
 
 
 async def test_no_notice_for_a_task_deleted_before_the_event_is_handled(
