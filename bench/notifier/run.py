@@ -128,29 +128,33 @@ async def wait_for(check, what: str, within: float = 600) -> None:
         await asyncio.sleep(0.05)
 
 
-async def main(events: int, emails: int) -> None:
+async def main(events: int, emails: int, replicas: int) -> None:
     await recreate_database(DATABASE)
     sink = Sink()
     smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    port = free_port()
+    ports = [free_port() for _ in range(replicas)]
     workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-notifier-"))
-    notifier = Process(
-        "notifier",
-        uvicorn(sys.executable, "notifier.app:create_app", port),
-        {
-            **database_env(DATABASE),
-            "RABBITMQ_URL": RABBITMQ_URL,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp.port),
-            "MAIL_POLL_SECONDS": "0.2",
-            "OVERDUE_SCAN_INTERVAL": "3600",
-            "LOG_LEVEL": "WARNING",
-            "DATA_DIR": str(workdir),
-        },
-        workdir / "notifier.log",
-    )
-    notifier.start()
+    notifiers = [
+        Process(
+            f"notifier-{index}",
+            uvicorn(sys.executable, "notifier.app:create_app", port),
+            {
+                **database_env(DATABASE),
+                "RABBITMQ_URL": RABBITMQ_URL,
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(smtp.port),
+                "MAIL_POLL_SECONDS": "0.2",
+                "OVERDUE_SCAN_INTERVAL": "3600",
+                "LOG_LEVEL": "WARNING",
+                "DATA_DIR": str(workdir),
+            },
+            workdir / f"notifier-{index}.log",
+        )
+        for index, port in enumerate(ports)
+    ]
+    for notifier in notifiers:
+        notifier.start()
     db = await asyncpg.connect(
         host=PG_HOST,
         port=PG_PORT,
@@ -160,7 +164,8 @@ async def main(events: int, emails: int) -> None:
     )
     connection = await aio_pika.connect_robust(RABBITMQ_URL)
     try:
-        await wait_ready(port)
+        for port in ports:
+            await wait_ready(port)
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -181,7 +186,7 @@ async def main(events: int, emails: int) -> None:
             lambda: _count(db, "SELECT count(*) FROM notifications", events), "all notices"
         )
         handled = time.perf_counter() - began
-        print(f"published {events} task.assigned events in {published:.1f} s")
+        print(f"{replicas} notifier process(es); published {events} events in {published:.1f} s")
         print(
             f"handled {events} events in {handled:.1f} s: {events / handled:.0f} events/s "
             f"(one notification and one notification.created event each)"
@@ -205,7 +210,8 @@ async def main(events: int, emails: int) -> None:
     finally:
         await connection.close()
         await db.close()
-        notifier.stop()
+        for notifier in notifiers:
+            notifier.stop()
         smtp.stop()
 
 
@@ -246,5 +252,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--emails", type=int, default=1_000)
+    parser.add_argument("--replicas", type=int, default=1, help="notifier processes")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.emails))
+    asyncio.run(main(args.events, args.emails, args.replicas))

@@ -17,7 +17,6 @@ from notifier.repository import (
     NotificationRepository,
     PreferenceRepository,
 )
-from notifier.schemas import NotificationOut
 from taskhub_common.contracts import NOTIFICATION_CREATED, NotificationData
 from taskhub_common.db import after_commit
 from taskhub_common.events import EventEnvelope
@@ -118,9 +117,7 @@ class Dispatcher:
         self.mail_queued.set()
 
     def _created_event(self, notification: Notification) -> EventEnvelope:
-        data = NotificationData.model_validate(
-            NotificationOut.model_validate(notification).model_dump()
-        )
+        data = NotificationData.model_validate(notification, from_attributes=True)
         return EventEnvelope(
             type=NOTIFICATION_CREATED,
             producer=self.producer,

@@ -3,6 +3,7 @@ Each is safe with several replicas, and catches and logs its own errors per roun
 
 import asyncio
 import logging
+import uuid
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -92,7 +93,9 @@ class MailWorker:
                     await self._failed(outbox, mail.id, mail.attempts, repr(error))
         return len(claimed)
 
-    async def _failed(self, outbox: MailRepository, mail_id, attempts: int, error: str) -> None:
+    async def _failed(
+        self, outbox: MailRepository, mail_id: uuid.UUID, attempts: int, error: str
+    ) -> None:
         attempts += 1
         if attempts >= self.settings.MAIL_MAX_ATTEMPTS:
             logger.error("mail %s given up after %d attempts: %s", mail_id, attempts, error)
