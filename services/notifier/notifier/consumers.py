@@ -6,8 +6,12 @@ from datetime import UTC, datetime
 
 from notifier import notices
 from notifier.delivery import Dispatcher
-from notifier.models import TaskState
-from notifier.repository import ReminderRepository, TaskStateRepository, UserEmailRepository
+from notifier.repository import (
+    ReminderRepository,
+    TaskSnapshot,
+    TaskStateRepository,
+    UserEmailRepository,
+)
 from taskhub_common import deleted_tasks, users
 from taskhub_common.consumer import EventContext
 from taskhub_common.contracts import (
@@ -94,7 +98,7 @@ async def on_comment_created(ctx: EventContext) -> None:
     await _dispatcher(ctx).deliver(ctx.session, notice, recipients)
 
 
-async def _apply(ctx: EventContext) -> tuple[TaskData, TaskState]:
+async def _apply(ctx: EventContext) -> tuple[TaskData, TaskSnapshot]:
     """Fold the event's task into the read model (an older one changes nothing) and keep the
     task's pending reminders in step: dropped once it is closed, moved with its due date."""
     task = TaskData.model_validate(ctx.event.data)
@@ -121,7 +125,7 @@ async def _apply(ctx: EventContext) -> tuple[TaskData, TaskState]:
     return task, state
 
 
-async def _tell_assignee(ctx: EventContext, task: TaskData, state: TaskState) -> None:
+async def _tell_assignee(ctx: EventContext, task: TaskData, state: TaskSnapshot) -> None:
     assignee = task.assigned_to
     if assignee is None or assignee != state.assigned_to or assignee == ctx.event.actor_id:
         return
@@ -131,7 +135,7 @@ async def _tell_assignee(ctx: EventContext, task: TaskData, state: TaskState) ->
     await _dispatcher(ctx).deliver(ctx.session, notice, [assignee])
 
 
-def _closed(state: TaskState) -> bool:
+def _closed(state: TaskSnapshot) -> bool:
     """Deleted or completed: nobody is told about it any more. The read model says so for
     task events: task.deleted is folded into it like any other, and an older event never
     undoes it (deleted_tasks serves the events that carry no task: comments)."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifier.models import Notification, NotificationType
+from notifier.models import NotificationType
 from notifier.repository import (
     DeliverySettings,
     MailRepository,
@@ -68,13 +68,13 @@ class Dispatcher:
 
     async def deliver(
         self, session: AsyncSession, notice: Notice, recipients: Iterable[uuid.UUID]
-    ) -> list[Notification]:
+    ) -> list[NotificationData]:
         """Returns the in-app notifications created now (none for a cause already handled)."""
         user_ids = sorted(set(recipients))
         if not user_ids:
             return []
         wanted = await PreferenceRepository(session).delivery_settings(user_ids, notice.type)
-        created = await NotificationRepository(session).add_many(
+        rows = await NotificationRepository(session).add_many(
             [
                 {
                     "id": uuid.uuid4(),
@@ -89,8 +89,9 @@ class Dispatcher:
                 if wanted[user_id].in_app
             ]
         )
+        created = [NotificationData.model_validate(row) for row in rows]
         if created:
-            await add_events(session, [self._created_event(row) for row in created])
+            await add_events(session, [self._created_event(notice) for notice in created])
         now = datetime.now(UTC)
         queued = await MailRepository(session).add_many(
             [
@@ -116,12 +117,11 @@ class Dispatcher:
     async def _wake_mail_worker(self) -> None:
         self.mail_queued.set()
 
-    def _created_event(self, notification: Notification) -> EventEnvelope:
-        data = NotificationData.model_validate(notification, from_attributes=True)
+    def _created_event(self, notification: NotificationData) -> EventEnvelope:
         return EventEnvelope(
             type=NOTIFICATION_CREATED,
             producer=self.producer,
             actor_id=None,
             aggregate_id=notification.id,
-            data=data.model_dump(),
+            data=notification.model_dump(),
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, func, not_, select, text, tuple_, update
+from sqlalchemy import Select, bindparam, delete, func, not_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,22 +47,27 @@ def unread_count_query(user_id: uuid.UUID) -> Select[tuple[int]]:
     return select(func.count()).where(Notification.user_id == user_id, not_(Notification.is_read))
 
 
+notifications = Notification.__table__
+# Built once: the statement every notice runs (parameters apart, so one cached statement
+# whatever the number of recipients).
+ADD_NOTIFICATIONS = (
+    insert(notifications)
+    .on_conflict_do_nothing(constraint="uq_notifications_cause_user")
+    .returning(*notifications.c)
+)
+
+
 class NotificationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_many(self, rows: list[dict[str, Any]]) -> list[Notification]:
+    async def add_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert notices; one that exists for its (cause, user) is skipped, and only the new
         ones are returned."""
         if not rows:
             return []
-        # Parameters apart from the statement: one cached statement whatever the number of rows.
-        statement = (
-            insert(Notification)
-            .on_conflict_do_nothing(constraint="uq_notifications_cause_user")
-            .returning(Notification)
-        )
-        return list(await self.session.scalars(statement, rows))
+        result = await self.session.execute(ADD_NOTIFICATIONS, rows)
+        return [dict(row) for row in result.mappings()]
 
     async def page(
         self, user_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None, unread: bool
@@ -127,6 +132,18 @@ class DeliverySettings:
     quiet_end: time | None = None
 
 
+DELIVERY_SETTINGS = text(
+    """
+    SELECT recipient.id, preference.in_app, preference.email,
+           quiet.timezone, quiet.start, quiet."end"
+    FROM unnest(CAST(:ids AS uuid[])) AS recipient(id)
+    LEFT JOIN type_preferences AS preference
+           ON preference.user_id = recipient.id AND preference.type = :type
+    LEFT JOIN quiet_hours AS quiet ON quiet.user_id = recipient.id
+    """
+)
+
+
 class PreferenceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -169,19 +186,7 @@ class PreferenceRepository:
         self, user_ids: Sequence[uuid.UUID], type_: str
     ) -> dict[uuid.UUID, DeliverySettings]:
         """Each recipient's channels for this type and quiet hours, in one statement."""
-        rows = await self.session.execute(
-            text(
-                """
-                SELECT recipient.id, preference.in_app, preference.email,
-                       quiet.timezone, quiet.start, quiet."end"
-                FROM unnest(CAST(:ids AS uuid[])) AS recipient(id)
-                LEFT JOIN type_preferences AS preference
-                       ON preference.user_id = recipient.id AND preference.type = :type
-                LEFT JOIN quiet_hours AS quiet ON quiet.user_id = recipient.id
-                """
-            ),
-            {"ids": list(user_ids), "type": type_},
-        )
+        rows = await self.session.execute(DELIVERY_SETTINGS, {"ids": list(user_ids), "type": type_})
         return {
             row.id: DeliverySettings(
                 in_app=row.in_app is not False,
@@ -208,6 +213,11 @@ class OutgoingMail:
     address: str | None
 
 
+mail_outbox = MailMessage.__table__
+# Any conflict skips the row: its (cause, user), or its dedupe key, is queued already.
+QUEUE_MAIL = insert(mail_outbox).on_conflict_do_nothing().returning(mail_outbox.c.id)
+
+
 class MailRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -217,10 +227,7 @@ class MailRepository:
         skipped. Returns how many were queued."""
         if not rows:
             return 0
-        queued = await self.session.scalars(
-            insert(MailMessage).on_conflict_do_nothing().returning(MailMessage.id), rows
-        )
-        return len(queued.all())
+        return len((await self.session.scalars(QUEUE_MAIL, rows)).all())
 
     async def claim(self, limit: int) -> list[OutgoingMail]:
         """Messages due now, locked for this transaction; other workers skip them."""
@@ -277,31 +284,64 @@ class MailRepository:
         )
 
 
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A row of the read model `task_states`."""
+
+    task_id: uuid.UUID
+    title: str
+    status: str
+    due_date: datetime | None
+    notify_overdue: bool
+    is_deleted: bool
+    created_by: uuid.UUID
+    assigned_to: uuid.UUID | None
+    updated_at: datetime
+
+
+task_states = TaskState.__table__
+_TASK_STATE_COLUMNS = [column.name for column in task_states.c]
+
+
+def _apply_task_state() -> Any:
+    """Built once, with bound parameters: every event runs this statement, and a Core statement
+    made per call costs more to build and key than to execute."""
+    statement = insert(task_states).values({name: bindparam(name) for name in _TASK_STATE_COLUMNS})
+    return statement.on_conflict_do_update(
+        index_elements=[task_states.c.task_id],
+        set_={name: statement.excluded[name] for name in _TASK_STATE_COLUMNS if name != "task_id"},
+        where=task_states.c.updated_at <= statement.excluded.updated_at,
+    ).returning(*task_states.c)
+
+
+APPLY_TASK_STATE = _apply_task_state()
+
+
 class TaskStateRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def apply(self, values: dict[str, Any]) -> TaskState:
+    async def apply(self, values: dict[str, Any]) -> TaskSnapshot:
         """Upsert the task's state unless what is held is newer; returns what is held now (one
         statement, unless the event was older than the state)."""
-        statement = insert(TaskState).values(**values)
-        applied = await self.session.scalar(
-            statement.on_conflict_do_update(
-                index_elements=[TaskState.task_id],
-                set_={key: statement.excluded[key] for key in values if key != "task_id"},
-                where=TaskState.updated_at <= statement.excluded.updated_at,
-            )
-            .returning(TaskState)
-            .execution_options(populate_existing=True)
-        )
+        applied = (await self.session.execute(APPLY_TASK_STATE, values)).mappings().first()
         if applied is not None:
-            return applied
+            return TaskSnapshot(**applied)
         held = await self.get(values["task_id"])
         assert held is not None
         return held
 
-    async def get(self, task_id: uuid.UUID) -> TaskState | None:
-        return await self.session.get(TaskState, task_id, populate_existing=True)
+    async def get(self, task_id: uuid.UUID) -> TaskSnapshot | None:
+        row = (
+            (
+                await self.session.execute(
+                    select(task_states).where(task_states.c.task_id == task_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return TaskSnapshot(**row) if row is not None else None
 
 
 class UserEmailRepository:
