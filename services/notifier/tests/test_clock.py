@@ -54,8 +54,11 @@ async def test_one_turn_per_interval_across_replicas(app: FastAPI) -> None:
     assert await try_turn() is True
 
 
-async def test_the_sweep_runs_about_once_per_interval(app: FastAPI) -> None:
+async def test_the_sweep_runs_again_after_an_interval(app: FastAPI) -> None:
     (before,) = await rows(app, "SELECT ran_at FROM clock_leases WHERE name = 'overdue-sweep'")
-    await asyncio.sleep(SCAN_INTERVAL * 1.5)
-    (after,) = await rows(app, "SELECT ran_at FROM clock_leases WHERE name = 'overdue-sweep'")
-    assert after["ran_at"] > before["ran_at"]
+
+    async def ran_again() -> bool:
+        (now,) = await rows(app, "SELECT ran_at FROM clock_leases WHERE name = 'overdue-sweep'")
+        return now["ran_at"] > before["ran_at"]
+
+    await eventually(ran_again, "the clock ticks again", timeout=SCAN_INTERVAL * 10)
