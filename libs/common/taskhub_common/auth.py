@@ -1,8 +1,10 @@
 """Access-token verification against identity's JWKS, keys chosen by `kid`."""
 
 import asyncio
+import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
@@ -75,12 +77,43 @@ class JwksKeySource:
 
 
 class TokenVerifier:
-    def __init__(self, keys: KeySource, audience: str, issuer: str) -> None:
+    """Checks an access token's signature and claims, and remembers the tokens it accepted until
+    they expire: the same token arrives with every request of a session, and an EdDSA check is
+    the dearest step of a cached read. Access tokens are not revocable before `exp` (logout
+    revokes refresh tokens), so a remembered token is exactly as valid as a checked one.
+    Refusals are never remembered; the cache is keyed by the token's SHA-256 and bounded, the
+    oldest entry making room."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        audience: str,
+        issuer: str,
+        max_cached: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.keys = keys
         self.audience = audience
         self.issuer = issuer
+        self.max_cached = max_cached
+        self.clock = clock
+        self._accepted: dict[bytes, Principal] = {}
 
     async def verify(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()
+        principal = self._accepted.get(digest)
+        if principal is not None and principal.token == token:
+            if self.clock() < principal.expires_at:
+                return principal
+            del self._accepted[digest]
+            raise NotAuthenticated()  # expired since it was checked
+        principal = await self._check(token)
+        if len(self._accepted) >= self.max_cached:
+            del self._accepted[next(iter(self._accepted))]
+        self._accepted[digest] = principal
+        return principal
+
+    async def _check(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

@@ -55,7 +55,8 @@ class UserData(BaseModel):
 
 
 class UserSummary(BaseModel):
-    """A task's creator or assignee as events show them (no email)."""
+    """A task's creator or assignee, a comment's author, as events and the API show them (no
+    email: that is for the user themself)."""
 
     id: uuid.UUID
     email: None = None

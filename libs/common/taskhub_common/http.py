@@ -17,6 +17,11 @@ def register_local_app(base_url: str, app: ASGIApp) -> None:
     _local_apps[base_url.rstrip("/")] = app
 
 
+def local_app(base_url: str) -> ASGIApp | None:
+    """The app registered under `base_url`, if this process runs it (the embedded mode)."""
+    return _local_apps.get(base_url.rstrip("/"))
+
+
 def no_cookies() -> CookieJar:
     """A jar that accepts nothing: a shared client must not replay one user's cookies to another.
     (A CookieJar, not httpx.Cookies: the client copies the latter into a default jar.)"""
@@ -27,12 +32,18 @@ def make_http_client(
     base_url: str, timeout: httpx.Timeout | float = 10.0, max_connections: int = 100
 ) -> httpx.AsyncClient:
     base_url = base_url.rstrip("/")
-    local_app = _local_apps.get(base_url)
-    if local_app is not None:
-        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=local_app)
+    app = local_app(base_url)
+    if app is not None:
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
     else:
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: a
+            # request sent on a connection the server is closing fails with a ReadError.
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=20,
+                keepalive_expiry=2.0,
+            ),
             retries=1,
         )
     return httpx.AsyncClient(

@@ -12,14 +12,14 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, Uuid, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.auth import CurrentPrincipal, Principal
 from taskhub_common.consumer import EventContext
-from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
+from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData, UserSummary
 from taskhub_common.db import get_session
 from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
 
@@ -41,18 +41,11 @@ users = Table(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class PublicUser(BaseModel):
-    """A user as other users see them (no email: that is for the user themself)."""
+class PublicUser(UserSummary):
+    """A user as other users see them (no email: that is for the user themself); the same
+    fields as events show them."""
 
     model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    email: None = None
-    username: str
-    full_name: str
-    avatar_url: str | None
-    is_active: bool
-    created_at: datetime
 
 
 async def upsert_user(session: AsyncSession, user: UserData, as_of: datetime) -> None:

@@ -5,14 +5,16 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import aio_pika
+import pytest
 from sqlalchemy import func, insert, select, update
 
 from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
-from taskhub_common.outbox import OutboxRelay, add_event, inbox, outbox
+from taskhub_common.outbox import OutboxRelay, add_event, add_events, inbox, outbox
 from taskhub_common.testing import RABBITMQ_URL, TcpProxy
 
 
@@ -51,6 +53,12 @@ class Listener:
             while len({event.id for event in self.received}) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
+
+
+def through(proxy: TcpProxy) -> str:
+    """RABBITMQ_URL by way of the proxy: same credentials and virtual host, the proxy's port."""
+    url = urlsplit(RABBITMQ_URL)
+    return url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}").geturl()
 
 
 def new_event(routing_key: str) -> EventEnvelope:
@@ -123,7 +131,7 @@ async def test_event_committed_while_broker_unreachable_is_published_when_it_is_
     proxy = TcpProxy(5672)
     proxy.start()
     proxy.stop()  # RabbitMQ is unreachable from the start
-    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    bus = RabbitMQBus(through(proxy), publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
         events = [new_event(key) for _ in range(3)]
@@ -145,7 +153,7 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
     key = f"test.{uuid.uuid4().hex}.created"
     proxy = TcpProxy(5672)
     proxy.start()
-    bus = RabbitMQBus(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=2)
+    bus = RabbitMQBus(through(proxy), publish_timeout=2)
     await bus.start()
     async with Listener(key) as listener, running_relay(database, bus):
         before = new_event(key)
@@ -165,6 +173,46 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
     proxy.stop()
 
 
+class RefusingBus:
+    """The real bus, except that the broker is made to refuse one event."""
+
+    def __init__(self, bus: RabbitMQBus, refused: uuid.UUID) -> None:
+        self.bus = bus
+        self.refused = refused
+
+    async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
+        if envelope.id == self.refused:
+            raise ConnectionError("nacked")
+        await self.bus.publish(envelope, headers)
+
+
+async def test_a_batch_marks_sent_only_what_the_broker_confirmed(database: Database) -> None:
+    key = f"test.{uuid.uuid4().hex}.created"
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    events = [new_event(key) for _ in range(5)]
+    refused = events[2]
+    try:
+        async with Listener(key) as listener:
+            async with database.sessionmaker.begin() as session:
+                await add_events(session, events)
+            refusing = RefusingBus(bus, refused.id)
+            relay = OutboxRelay(database, refusing, batch_size=1000)  # type: ignore[arg-type]
+            with pytest.raises(ConnectionError):
+                await relay.publish_batch()
+            await listener.wait_for(4)
+    finally:
+        await bus.close()
+    assert {event.id for event in listener.received} == {e.id for e in events} - {refused.id}
+    assert [await is_sent(database, event.id) for event in events] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+
+
 async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) -> None:
     old_sent, recent_sent, unsent = (new_event(f"test.{uuid.uuid4().hex}.x") for _ in range(3))
     old_processed, recent_processed = uuid.uuid4(), uuid.uuid4()
@@ -174,7 +222,7 @@ async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) 
         await session.execute(
             update(outbox)
             .where(outbox.c.id == old_sent.id)
-            .values(sent_at=func.now() - timedelta(days=8))
+            .values(sent_at=func.now() - timedelta(minutes=2))
         )
         await session.execute(
             update(outbox).where(outbox.c.id == recent_sent.id).values(sent_at=func.now())

@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request, Response
 from comments.schemas import CommentCreate, CommentOut, CommentQuery, CommentUpdate
 from comments.service import CommentService
 from taskhub_common.db import get_session
+from taskhub_common.internal_auth import TaskSeen
 from taskhub_common.routing import service_router
 from taskhub_common.users import KnownCaller
 
@@ -51,10 +52,11 @@ async def list_comments(
     query: Annotated[CommentQuery, Query()],
     response: Response,
     service: Service,
+    seen: TaskSeen,
 ) -> list[CommentOut]:
     """The task's comments, oldest first: a list (as the seed's SPA reads it), with the total
     number in `X-Total-Count`."""
-    comments, total = await service.list(task_id, query)
+    comments, total = await service.list(task_id, query, task_seen=seen)
     response.headers["X-Total-Count"] = str(total)
     return comments
 

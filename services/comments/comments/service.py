@@ -41,9 +41,15 @@ class CommentService:
 
     # Reads: every active user reads the comments of every live task.
 
-    async def list(self, task_id: uuid.UUID, query: CommentQuery) -> tuple[list[CommentOut], int]:
-        """One page, oldest first, and the number of the task's comments."""
-        await self._task(task_id)
+    async def list(
+        self, task_id: uuid.UUID, query: CommentQuery, task_seen: bool = False
+    ) -> tuple[list[CommentOut], int]:
+        """One page, oldest first, and the number of the task's comments. With `task_seen`
+        (the gateway had the task live from tasks a moment ago), tasks is not asked again."""
+        if task_seen:
+            await self._refuse_deleted(task_id)
+        else:
+            await self._task(task_id)
         total = await self.comments.count(task_id)
         offset = (query.page - 1) * query.page_size
         if offset >= total:  # past the end (and no OFFSET too large for the database)
@@ -96,9 +102,12 @@ class CommentService:
     async def _task(self, task_id: uuid.UUID) -> TaskReference:
         """The live task, or NotFound. task.deleted is remembered here, so a deleted task's
         comments stop at once, without waiting for (or trusting) an answer from tasks."""
+        await self._refuse_deleted(task_id)
+        return await self.tasks.get(task_id)
+
+    async def _refuse_deleted(self, task_id: uuid.UUID) -> None:
         if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
-        return await self.tasks.get(task_id)
 
     async def _own_comment(self, task_id: uuid.UUID, comment_id: uuid.UUID) -> Comment:
         comment = await self.comments.get(task_id, comment_id, for_update=True)

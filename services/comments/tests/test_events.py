@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from taskhub_common.bus import Subscription, make_bus
 from taskhub_common.events import EventEnvelope
+from taskhub_common.testing import scalar, wait_task_deleted
 
 from .conftest import (
     check_envelope,
@@ -19,9 +20,7 @@ from .conftest import (
     list_comments,
     post_comment,
     rows_of_task,
-    scalar,
     wait_all_sent,
-    wait_task_deleted,
 )
 
 

@@ -10,7 +10,9 @@ from sqlalchemy import text
 
 from comments.app import create_app
 from taskhub_common.http import make_http_client
+from taskhub_common.internal_auth import task_seen_claim
 from taskhub_common.tasks_client import TasksClient
+from taskhub_common.testing import parse_time, scalar, wait_task_deleted
 
 from .conftest import (
     COMMENT_FIELDS,
@@ -20,12 +22,9 @@ from .conftest import (
     delete_task,
     list_comments,
     outbox_size,
-    parse_time,
     post_comment,
     public_user,
     rows_of_task,
-    scalar,
-    wait_task_deleted,
 )
 
 
@@ -427,6 +426,38 @@ async def test_tasks_unreachable_is_503_and_writes_nothing(
     finally:
         app.state.tasks_client = working
         await nowhere.aclose()
+
+
+async def test_the_gateway_claim_spares_asking_tasks_and_nothing_else(
+    app: FastAPI, client: httpx.AsyncClient, alice, task
+) -> None:
+    """With the gateway's signed claim that the task was just seen live, the list is served
+    while tasks is unreachable; a forged claim or a write is not spared the check, and a
+    claim needs a valid caller all the same."""
+    comment = await post_comment(client, alice[1], task["id"])
+    secret = app.state.settings.SECRET_KEY
+    claimed = {**alice[1], "X-Task-Seen": task_seen_claim(secret, task["id"])}
+    forged = {**alice[1], "X-Task-Seen": task_seen_claim("not-the-secret", task["id"])}
+    working = app.state.tasks_client
+    nowhere = make_http_client("http://127.0.0.1:9", timeout=2)
+    app.state.tasks_client = TasksClient(nowhere, secret)
+    try:
+        listed = await client.get(comments_url(task["id"]), headers=claimed)
+        refused = await client.get(comments_url(task["id"]), headers=forged)
+        written = await client.post(
+            comments_url(task["id"]), headers=claimed, json={"content": "y"}
+        )
+        anonymous = await client.get(
+            comments_url(task["id"]), headers={"X-Task-Seen": claimed["X-Task-Seen"]}
+        )
+    finally:
+        app.state.tasks_client = working
+        await nowhere.aclose()
+    assert listed.status_code == 200
+    assert [c["id"] for c in listed.json()] == [comment["id"]]
+    assert refused.status_code == 503
+    assert written.status_code == 503
+    assert anonymous.status_code == 401
 
 
 async def test_the_wrong_service_secret_is_503_not_a_leak(

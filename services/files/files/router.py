@@ -11,6 +11,7 @@ from files.schemas import FileOut
 from files.service import FileService
 from files.upload import content_disposition
 from taskhub_common.db import get_session, run_after_commit
+from taskhub_common.internal_auth import TaskSeen
 from taskhub_common.routing import service_router
 from taskhub_common.users import KnownCaller
 
@@ -84,8 +85,8 @@ async def upload_files(task_id: uuid.UUID, request: Request, service: Service) -
 
 
 @router.get("/{task_id}/files")
-async def list_files(task_id: uuid.UUID, service: Service) -> list[FileOut]:
-    return await service.list_files(task_id)
+async def list_files(task_id: uuid.UUID, service: Service, seen: TaskSeen) -> list[FileOut]:
+    return await service.list_files(task_id, task_seen=seen)
 
 
 @router.get(

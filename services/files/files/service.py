@@ -117,12 +117,13 @@ class FileService:
                 except Exception:
                     logger.exception("could not remove %s of a failed upload", key)
 
-    async def list_files(self, task_id: uuid.UUID) -> list[FileOut]:
-        """Every active user reads every task's files."""
+    async def list_files(self, task_id: uuid.UUID, task_seen: bool = False) -> list[FileOut]:
+        """Every active user reads every task's files. With `task_seen` (the gateway had the
+        task live from tasks a moment ago), tasks is never asked."""
         if await is_task_deleted(self.session, task_id):
             raise NotFound("Task not found")
         files = await self.files.list_for_task(task_id)
-        if not files:
+        if not files and not task_seen:
             # No files, or no such task: only the tasks service can tell.
             await self.tasks.get(task_id)
         return [FileOut.model_validate(file) for file in files]

@@ -12,7 +12,7 @@ import struct
 import uuid
 import zipfile
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from moto.server import ThreadedMotoServer
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from files.app import create_app
 from files.models import File
 from files.settings import FilesSettings
 from files.storage import LocalStorage, S3Storage
-from identity.app import create_app as create_identity
-from identity.settings import IdentitySettings
-from taskhub_common.http import register_local_app
 from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, create_task, database_env, new_user, recreate_database
-from tasks.app import create_app as create_tasks
-from tasks.settings import TasksSettings
+from taskhub_common.testing import asgi_client, create_task
+from taskhub_common.testing.suite import Suite, User, UserFactory
 
-DATABASE = "taskhub_test_files"
-IDENTITY_URL = "http://identity.files-test"
-TASKS_URL = "http://tasks.files-test"
-
-User = tuple[dict[str, Any], dict[str, str]]
-UserFactory = Callable[[], Awaitable[User]]
+SUITE = Suite("files")
+identity_app, identity, tasks_app, tasks, client, make_user = SUITE.shared_fixtures()
 Upload = tuple[str, bytes, str]
 
 
@@ -79,10 +71,6 @@ DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.docu
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def word() -> str:
-    return "w" + uuid.uuid4().hex[:12]
-
-
 # The servers and apps.
 
 
@@ -94,25 +82,6 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
-
-
-@pytest.fixture(scope="session")
-async def identity_app() -> AsyncIterator[FastAPI]:
-    await recreate_database(DATABASE)
-    application = create_identity(IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test"))
-    register_local_app(IDENTITY_URL, application)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture(scope="session")
-async def tasks_app(identity_app: FastAPI) -> AsyncIterator[FastAPI]:
-    application = create_tasks(
-        TasksSettings(**database_env(DATABASE), IDENTITY_URL=IDENTITY_URL, ENVIRONMENT="test")
-    )
-    register_local_app(TASKS_URL, application)
-    async with application.router.lifespan_context(application):
-        yield application
 
 
 @pytest.fixture(scope="session", params=["local", "s3"])
@@ -134,14 +103,7 @@ def storage_env(request, tmp_path_factory, s3_endpoint: str) -> dict[str, str]:
 
 
 def files_settings(storage_env: dict[str, str], **overrides: Any) -> FilesSettings:
-    return FilesSettings(
-        **database_env(DATABASE),
-        IDENTITY_URL=IDENTITY_URL,
-        TASKS_URL=TASKS_URL,
-        ENVIRONMENT="test",
-        EVENT_RETRY_DELAYS_MS="50,100",
-        **{**storage_env, **overrides},
-    )
+    return FilesSettings(**SUITE.env(**{**storage_env, **overrides}))
 
 
 @pytest.fixture(scope="session")
@@ -151,34 +113,10 @@ async def app(tasks_app: FastAPI, storage_env: dict[str, str]) -> AsyncIterator[
         yield application
 
 
-def asgi_client(application: FastAPI, base_url: str, **options: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application, **options), base_url=base_url
-    )
-
-
-@pytest.fixture(scope="session")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(app, "http://files") as http:
-        yield http
-
-
 @pytest.fixture
 async def client_500(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """For tests that make the service fail: a 500 is a response, not an exception."""
     async with asgi_client(app, "http://files", raise_app_exceptions=False) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-async def tasks(tasks_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(tasks_app, TASKS_URL) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-async def identity(identity_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(identity_app, IDENTITY_URL) as http:
         yield http
 
 
@@ -207,14 +145,10 @@ def start_files_app(
 
 
 @pytest.fixture(scope="session")
-def make_user(identity: httpx.AsyncClient) -> UserFactory:
-    async def make() -> User:
-        response = await identity.post("/api/auth/register", json=new_user())
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return body["user"], bearer(body["access_token"])
-
-    return make
+def directories() -> list[FastAPI]:
+    """No waiting for the user.registered event: files asks identity about a caller it does not
+    know yet, and no test names a user as an assignee."""
+    return []
 
 
 @pytest.fixture(scope="session")
@@ -308,19 +242,3 @@ async def events_of_task(app: FastAPI, task_id: str) -> list[dict[str, Any]]:
             select(outbox.c.payload).where(outbox.c.payload["data"]["task_id"].astext == task_id)
         )
         return list(payloads)
-
-
-async def wait_task_deleted(app: FastAPI, task_id: str, timeout: float = 5.0) -> None:
-    """Until the tasks service's task.deleted event has reached the files service."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        async with app.state.database.sessionmaker() as session:
-            found = await session.scalar(
-                text("SELECT count(*) FROM deleted_tasks WHERE task_id = :id"),
-                {"id": uuid.UUID(task_id)},
-            )
-        if found:
-            return
-        assert loop.time() < deadline, f"task.deleted of {task_id} never reached files"
-        await asyncio.sleep(0.01)

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import delete
 
 from taskhub_common.deleted_tasks import deleted_tasks
+from taskhub_common.testing import wait_task_deleted
 
 from .conftest import (
     DOCX,
@@ -25,7 +26,6 @@ from .conftest import (
     stored_keys,
     upload,
     upload_ok,
-    wait_task_deleted,
 )
 
 FILE_FIELDS = {

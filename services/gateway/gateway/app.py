@@ -3,8 +3,6 @@
 import asyncio
 import contextlib
 import ipaddress
-import math
-import time
 from typing import Any
 
 import httpx
@@ -12,19 +10,18 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from slowapi import Limiter
-from slowapi.errors import RateLimitExceeded
 from starlette.responses import Response
 
 from gateway.clients import ip_key, rate_limit_key
 from gateway.compose import TASK_VIEW, compose_task
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
+from gateway.rate_limits import RateLimiter, rate_limit
 from gateway.settings import GatewaySettings
 from gateway.upstreams import find_upstream, is_public, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
-from taskhub_common.errors import NotAuthenticated, NotFound, error_response
+from taskhub_common.errors import NotAuthenticated, NotFound
 from taskhub_common.http import make_http_client
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -67,7 +64,7 @@ def public_path(path: str) -> str | None:
     return path.rstrip("/") or "/"
 
 
-def build_router(settings: GatewaySettings, limiter: Limiter) -> APIRouter:
+def build_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(dependencies=[Depends(verified_principal)])
 
     @router.get("/api/health", tags=["health"])
@@ -86,21 +83,32 @@ def build_router(settings: GatewaySettings, limiter: Limiter) -> APIRouter:
         }
 
     # Login and register share one budget per IP: guessing passwords and mass sign-ups alike.
-    auth_limit = limiter.shared_limit(settings.RATE_LIMIT_AUTH, scope="auth", key_func=ip_key)
+    # (Route dependencies run after the router's, so the principal is known by then.)
+    auth_limit = [Depends(rate_limit(settings.RATE_LIMIT_AUTH, scope="auth", key=ip_key))]
+    default_limit = [
+        Depends(rate_limit(settings.RATE_LIMIT_DEFAULT, scope="api", key=rate_limit_key))
+    ]
 
-    @router.post("/api/auth/login", include_in_schema=False)
-    @auth_limit
+    @router.post("/api/auth/login", include_in_schema=False, dependencies=auth_limit)
     async def login(request: Request) -> Response:
         return await proxy_to_owner(request)
 
-    @router.post("/api/auth/register", include_in_schema=False)
-    @auth_limit
+    @router.post("/api/auth/register", include_in_schema=False, dependencies=auth_limit)
     async def register(request: Request) -> Response:
         return await proxy_to_owner(request)
 
-    @router.api_route("/api/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
-    @router.api_route("/.well-known/jwks.json", methods=["GET"], include_in_schema=False)
-    @limiter.limit(settings.RATE_LIMIT_DEFAULT, key_func=rate_limit_key)
+    @router.api_route(
+        "/api/{path:path}",
+        methods=PROXY_METHODS,
+        include_in_schema=False,
+        dependencies=default_limit,
+    )
+    @router.api_route(
+        "/.well-known/jwks.json",
+        methods=["GET"],
+        include_in_schema=False,
+        dependencies=default_limit,
+    )
     async def proxy(request: Request) -> Response:
         return await proxy_to_owner(request)
 
@@ -130,27 +138,9 @@ async def _readiness(client: httpx.AsyncClient) -> dict[str, Any]:
     return {"status": "ok" if response.status_code == 200 else "unavailable", **body}
 
 
-def seconds_until_reset(limiter: Limiter, request: Request) -> int:
-    limit, key = request.state.view_rate_limit
-    try:
-        reset_at, _ = limiter.limiter.get_window_stats(limit, *key)
-    except Exception:
-        return limit.get_expiry()  # storage unreachable: a whole window is a safe answer
-    return max(1, math.ceil(reset_at - time.time()))
-
-
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     table = upstreams(settings)
-    limiter = Limiter(
-        key_func=rate_limit_key,
-        storage_uri=settings.redis_url or "memory://",
-        # slowapi's Redis client is synchronous: keep a dead Redis from stalling the loop.
-        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        key_style="endpoint",
-        # Redis down: count in memory rather than refuse or fail every request.
-        in_memory_fallback_enabled=True,
-    )
 
     async def open_upstreams(app: FastAPI) -> None:
         timeout = httpx.Timeout(
@@ -168,7 +158,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_service_app(
         ServiceSpec(
             settings=settings,
-            routers=[build_router(settings, limiter)],
+            routers=[build_router(settings)],
             description="The public entry of TaskHub.",
             on_startup=[open_upstreams],
             on_shutdown=[close_upstreams],
@@ -176,19 +166,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
     )
     app.state.upstreams = table
-    app.state.limiter = limiter
+    app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.trusted_networks = [
         ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies
     ]
     app.state.merged_openapi = MergedOpenAPI(settings.APP_NAME, settings.APP_VERSION, table)
-
-    @app.exception_handler(RateLimitExceeded)
-    async def rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
-        return error_response(
-            429,
-            f"Rate limit exceeded: {exc.detail}",
-            headers={"Retry-After": str(seconds_until_reset(limiter, request))},
-        )
 
     app.add_middleware(
         CORSMiddleware,

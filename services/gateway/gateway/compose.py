@@ -1,5 +1,5 @@
 """Responses made of several services: `GET /api/tasks/{id}` is the task (tasks) with its
-comments (comments) and files (files), fetched concurrently."""
+comments (comments) and files (files)."""
 
 import asyncio
 import re
@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from gateway.proxy import request_headers, upstream_failure
+from taskhub_common.internal_auth import TASK_SEEN_HEADER, task_seen_claim
 
 TASK_VIEW = re.compile(r"/api/tasks/[^/]+")
 # The parts hung on a task, by the service that owns them; each is fetched when that service
@@ -20,22 +21,17 @@ PART_QUERY = {"page_size": "100"}
 
 async def compose_task(request: Request, path: str) -> Response:
     """The task, plus whatever parts could be had. A part whose service is down or slow is left
-    as an empty list and named in `X-Missing-Parts`; the task itself is never lost to it."""
+    as an empty list and named in `X-Missing-Parts`; the task itself is never lost to it.
+
+    The task comes first; the parts are then asked together, with a signed claim that the task
+    was just seen live, so comments and files need not each ask tasks again (decision 0042).
+    They still check the caller's token and their own rules."""
     clients: dict[str, httpx.AsyncClient] = request.app.state.upstream_clients
     headers = request_headers(request, with_body=False)
-    parts = [name for name in TASK_PARTS if name in clients]
-    calls = [
-        clients["tasks"].get(path, headers=headers),
-        *(
-            clients[name].get(f"{path}/{name}", headers=headers, params=PART_QUERY)
-            for name in parts
-        ),
-    ]
-    task_response, *part_responses = await asyncio.gather(*calls, return_exceptions=True)
-    if isinstance(task_response, httpx.TransportError):
-        return upstream_failure("tasks", task_response)
-    if isinstance(task_response, BaseException):
-        raise task_response
+    try:
+        task_response = await clients["tasks"].get(path, headers=headers)
+    except httpx.TransportError as exc:
+        return upstream_failure("tasks", exc)
     if task_response.status_code != 200:
         return Response(
             task_response.content,
@@ -48,6 +44,16 @@ async def compose_task(request: Request, path: str) -> Response:
             },
         )
     task = task_response.json()
+    claim = task_seen_claim(request.app.state.settings.SECRET_KEY, task["id"])
+    part_headers = [*headers, (TASK_SEEN_HEADER, claim)]
+    parts = [name for name in TASK_PARTS if name in clients]
+    part_responses = await asyncio.gather(
+        *(
+            clients[name].get(f"{path}/{name}", headers=part_headers, params=PART_QUERY)
+            for name in parts
+        ),
+        return_exceptions=True,
+    )
     missing = []
     for name, response in zip(parts, part_responses, strict=True):
         if isinstance(response, httpx.Response) and response.status_code == 200:

@@ -34,6 +34,7 @@ OWN_HEADERS = {
     "x-forwarded-host",
     "x-request-id",
     "traceparent",
+    "x-task-seen",
 }
 
 
@@ -91,11 +92,23 @@ async def forward(request: Request, upstream: Upstream, path: str) -> Response:
     except httpx.TransportError as exc:
         return upstream_failure(upstream.name, exc)
     # Raw bytes: the upstream's Content-Encoding is forwarded, so nothing may decode them.
-    response = StreamingResponse(
-        upstream_response.aiter_raw(),
-        status_code=upstream_response.status_code,
-        background=BackgroundTask(upstream_response.aclose),
-    )
+    length = upstream_response.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= request.app.state.settings.BUFFER_BODY_BYTES:
+        # A small body (every JSON answer) is read whole and sent in one piece: a streamed
+        # response costs a task group and chunked writes per request.
+        try:
+            content = b"".join([chunk async for chunk in upstream_response.aiter_raw()])
+        except httpx.TransportError as exc:
+            return upstream_failure(upstream.name, exc)
+        finally:
+            await upstream_response.aclose()
+        response = Response(content, status_code=upstream_response.status_code)
+    else:
+        response = StreamingResponse(
+            upstream_response.aiter_raw(),
+            status_code=upstream_response.status_code,
+            background=BackgroundTask(upstream_response.aclose),
+        )
     # A list, not a dict: repeated headers (Set-Cookie, Link) must all get through.
     response.raw_headers = [
         (name, value)

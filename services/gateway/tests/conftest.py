@@ -8,36 +8,25 @@ from fastapi import FastAPI
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
-from identity.app import create_app as create_identity
-from identity.settings import IdentitySettings
-from taskhub_common.http import register_local_app
-from taskhub_common.testing import REDIS_HOST, database_env, recreate_database
+from taskhub_common.testing import REDIS_HOST
+from taskhub_common.testing.suite import Suite
 
-DATABASE = "taskhub_test_gateway"
-IDENTITY_URL = "http://identity.gateway-test"
-
-
-@pytest.fixture(scope="session")
-async def identity() -> AsyncIterator[FastAPI]:
-    """The real identity service, in-process: the gateway verifies its tokens."""
-    await recreate_database(DATABASE)
-    app = create_identity(IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test"))
-    register_local_app(IDENTITY_URL, app)
-    async with app.router.lifespan_context(app):
-        yield app
+SUITE = Suite("gateway")
+# The real identity service runs in-process beside the gateway, which verifies its tokens.
+identity_app = SUITE.shared_fixtures().identity_app
 
 
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]]
 
 
 @pytest.fixture
-def make_gateway(identity: FastAPI) -> GatewayFactory:
+def make_gateway(identity_app: FastAPI) -> GatewayFactory:
     """A started gateway with settings overridden for one test."""
 
     @contextlib.asynccontextmanager
     async def started(extra_upstreams=(), **overrides) -> AsyncIterator[FastAPI]:
         settings = GatewaySettings(
-            IDENTITY_URL=IDENTITY_URL,
+            IDENTITY_URL=SUITE.identity_url,
             REDIS_HOST=REDIS_HOST,
             TRUSTED_PROXIES="127.0.0.1",
             ENVIRONMENT="test",

@@ -57,6 +57,24 @@ async def test_anonymous_floods_are_limited_per_ip(make_gateway, client_for) -> 
     assert statuses == [401, 401, 429]
 
 
+async def test_replicas_share_one_budget(make_gateway, client_for) -> None:
+    """The counters live in Redis: a second gateway replica sees the first one's count."""
+    ip = random_ip()
+    async with (
+        make_gateway(RATE_LIMIT_AUTH="2/minute") as first,
+        make_gateway(RATE_LIMIT_AUTH="2/minute") as second,
+    ):
+        async with client_for(first, ip) as client:
+            statuses = [
+                (await client.post("/api/auth/register", json=new_user())).status_code
+                for _ in range(2)
+            ]
+        async with client_for(second, ip) as client:
+            refused = await client.post("/api/auth/register", json=new_user())
+    assert statuses == [201, 201]
+    assert refused.status_code == 429
+
+
 async def test_limits_hold_when_redis_is_down(make_gateway, client_for) -> None:
     async with (
         make_gateway(REDIS_PORT=1, RATE_LIMIT_AUTH="2/minute") as app,

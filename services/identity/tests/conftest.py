@@ -6,26 +6,19 @@ from fastapi import FastAPI
 
 from identity.app import create_app
 from identity.settings import IdentitySettings
-from taskhub_common.testing import database_env, new_user, recreate_database
+from taskhub_common.testing import new_user, recreate_database
+from taskhub_common.testing.suite import Suite
 
-DATABASE = "taskhub_test_identity"
+SUITE = Suite("identity")
+client = SUITE.shared_fixtures().client
 
 
 @pytest.fixture(scope="session")
 async def app() -> AsyncIterator[FastAPI]:
-    await recreate_database(DATABASE)
-    settings = IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test")
-    application = create_app(settings)
+    await recreate_database(SUITE.database)
+    application = create_app(IdentitySettings(**SUITE.env()))
     async with application.router.lifespan_context(application):
         yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://identity"
-    ) as http:
-        yield http
 
 
 @pytest.fixture

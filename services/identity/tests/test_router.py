@@ -8,9 +8,9 @@ from sqlalchemy import select, text
 from identity.app import create_app
 from identity.settings import IdentitySettings
 from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, database_env, new_user
+from taskhub_common.testing import bearer, new_user
 
-from .conftest import DATABASE
+from .conftest import SUITE
 
 
 async def test_register_returns_token_and_user(client: httpx.AsyncClient) -> None:
@@ -181,10 +181,13 @@ async def test_update_me(app, client: httpx.AsyncClient, registered) -> None:
     async with app.state.database.sessionmaker() as session:
         changes = (
             await session.scalars(
-                select(outbox.c.payload["data"]["changes"]).where(
+                select(outbox.c.payload["data"]["changes"])
+                .where(
                     outbox.c.routing_key == "user.updated",
                     outbox.c.payload["aggregate_id"].astext == registered["user"]["id"],
                 )
+                # Marking a row sent rewrites it: only `position` keeps the order of writes.
+                .order_by(outbox.c.position)
             )
         ).all()
     assert changes == [
@@ -311,9 +314,7 @@ async def test_changed_secret_key_retires_the_keys_it_sealed(
     client: httpx.AsyncClient, registered
 ) -> None:
     old_kid = jwt.get_unverified_header(registered["access_token"])["kid"]
-    rotated = create_app(
-        IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test", SECRET_KEY="a-new-secret")
-    )
+    rotated = create_app(IdentitySettings(**SUITE.env(SECRET_KEY="a-new-secret")))
     async with (
         rotated.router.lifespan_context(rotated),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=rotated), base_url="http://x") as other,

@@ -143,10 +143,10 @@ class TaskRepository:
             statement = statement.with_for_update(of=Task)
         return await self.session.scalar(statement)
 
-    async def add_many(self, rows: list[dict[str, Any]]) -> list[Task]:
-        """One INSERT … VALUES (…), (…) … RETURNING for the whole batch."""
-        returning = insert(Task).returning(Task, sort_by_parameter_order=True)
-        return list(await self.session.scalars(returning, rows))
+    async def add_many(self, rows: list[dict[str, Any]]) -> None:
+        """The whole batch in one executemany of a Core INSERT: the rows carry their ids, so
+        nothing comes back, and no ORM object is built for a task only presented after."""
+        await self.session.execute(insert(Task.__table__), rows)
 
     async def views(self, task_ids: list[uuid.UUID], include_deleted: bool = False) -> list[dict]:
         """Tasks as shown to users, in the order of `task_ids` (one statement)."""
@@ -238,6 +238,10 @@ class TaskRepository:
         await self.session.execute(
             delete(task_tags).where(task_tags.c.task_id.in_(task_ids_to_tag_ids))
         )
+        await self.add_tags(task_ids_to_tag_ids)
+
+    async def add_tags(self, task_ids_to_tag_ids: dict[uuid.UUID, list[uuid.UUID]]) -> None:
+        """Tags of tasks that have none yet (new ones): nothing to delete first."""
         pairs = [
             {"task_id": task_id, "tag_id": tag_id}
             for task_id, tag_ids in task_ids_to_tag_ids.items()

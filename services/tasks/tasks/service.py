@@ -136,14 +136,14 @@ class TaskService:
                     "created_by": self.caller_id,
                 }
             )
-        created = await self.tasks.add_many(rows)
-        await self.tasks.set_tags(
+        await self.tasks.add_many(rows)
+        await self.tasks.add_tags(
             {
-                task.id: [tags[name.lower()].id for name in request.tags]
-                for task, request in zip(created, body.tasks, strict=True)
+                row["id"]: [tags[name.lower()].id for name in request.tags]
+                for row, request in zip(rows, body.tasks, strict=True)
             }
         )
-        presented = await self._present([task.id for task in created])
+        presented = await self._present([row["id"] for row in rows])
         await self._publish([(TASK_CREATED, task, None) for task in presented])
         return presented
 

@@ -1,4 +1,5 @@
-"""The tasks service in-process, with a real identity beside it, on a real PostgreSQL.
+"""The tasks service in-process, with a real identity beside it, on a real PostgreSQL (the
+shared fixtures of taskhub_common.testing.suite).
 
 Identity issues the tokens (the tasks app verifies them against its JWKS) and publishes
 `user.registered` on the shared in-process bus, which fills the tasks service's user directory.
@@ -7,63 +8,39 @@ Identity issues the tokens (the tasks app verifies them against its JWKS) and pu
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from identity.app import create_app as create_identity
-from identity.settings import IdentitySettings
 from taskhub_common.contracts import TaskData
 from taskhub_common.events import EventEnvelope
-from taskhub_common.http import register_local_app
-from taskhub_common.outbox import outbox
-from taskhub_common.testing import bearer, database_env, new_user, recreate_database
+from taskhub_common.testing import asgi_client, outbox_events, parse_time
+from taskhub_common.testing.suite import Suite, User, UserFactory
 from tasks.app import create_app
 from tasks.settings import TasksSettings
 
-DATABASE = "taskhub_test_tasks"
-IDENTITY_URL = "http://identity.tasks-test"
-
-User = tuple[dict[str, Any], dict[str, str]]
-UserFactory = Callable[..., Awaitable[User]]
+SUITE = Suite("tasks")
+shared = SUITE.shared_fixtures()
+identity_app, identity, client, make_user = (
+    shared.identity_app,
+    shared.identity,
+    shared.client,
+    shared.make_user,
+)
 
 
 def tasks_settings(**overrides: Any) -> TasksSettings:
-    return TasksSettings(
-        **database_env(DATABASE),
-        IDENTITY_URL=IDENTITY_URL,
-        ENVIRONMENT="test",
-        EVENT_RETRY_DELAYS_MS="50,100",
-        **overrides,
-    )
-
-
-def word() -> str:
-    """A word no other test uses (for a tag, a title or a search)."""
-    return "w" + uuid.uuid4().hex[:12]
+    return TasksSettings(**SUITE.env(**overrides))
 
 
 def at(days: float) -> str:
     """An ISO-8601 UTC time `days` from now (negative: in the past)."""
     return (datetime.now(UTC) + timedelta(days=days)).isoformat()
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-@pytest.fixture(scope="session")
-async def identity_app() -> AsyncIterator[FastAPI]:
-    await recreate_database(DATABASE)
-    application = create_identity(IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test"))
-    register_local_app(IDENTITY_URL, application)
-    async with application.router.lifespan_context(application):
-        yield application
 
 
 @pytest.fixture(scope="session")
@@ -75,19 +52,9 @@ async def app(identity_app: FastAPI) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture(scope="session")
-async def identity(identity_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=identity_app), base_url=IDENTITY_URL
-    ) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tasks"
-    ) as http:
-        yield http
+def directories(app: FastAPI) -> list[FastAPI]:
+    """A new user must be in the tasks directory before a test names them an assignee."""
+    return [app]
 
 
 @pytest.fixture
@@ -103,46 +70,11 @@ def start_tasks_app(app: FastAPI) -> Callable[..., contextlib.AbstractAsyncConte
         other = create_app(tasks_settings(**overrides))
         async with (
             other.router.lifespan_context(other),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=other), base_url="http://tasks-2"
-            ) as http,
+            asgi_client(other, "http://tasks-2") as http,
         ):
             yield other, http
 
     return started
-
-
-async def wait_in_directory(app: FastAPI, user_id: str, timeout: float = 5.0) -> None:
-    """Until identity's user.registered event has reached the tasks service's directory."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        async with app.state.database.sessionmaker() as session:
-            found = await session.scalar(
-                text("SELECT count(*) FROM users WHERE id = :id"), {"id": uuid.UUID(user_id)}
-            )
-        if found:
-            return
-        assert loop.time() < deadline, f"user {user_id} never reached the tasks directory"
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture(scope="session")
-def make_user(identity: httpx.AsyncClient, app: FastAPI) -> UserFactory:
-    """Registers a user through identity: (the user as identity returns it, auth headers).
-
-    By default waits until the tasks service's directory knows the user, so they can be named
-    as an assignee."""
-
-    async def make(in_directory: bool = True) -> User:
-        response = await identity.post("/api/auth/register", json=new_user())
-        assert response.status_code == 201, response.text
-        body = response.json()
-        if in_directory:
-            await wait_in_directory(app, body["user"]["id"])
-        return body["user"], bearer(body["access_token"])
-
-    return make
 
 
 @pytest.fixture(scope="session")
@@ -153,18 +85,7 @@ async def user(make_user: UserFactory) -> User:
 
 async def events_of(app: FastAPI, aggregate_id: str) -> list[dict[str, Any]]:
     """The outbox rows about one aggregate, oldest first: routing key plus the envelope."""
-    async with app.state.database.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(outbox.c.routing_key, outbox.c.payload, outbox.c.sent_at)
-                .where(outbox.c.payload["aggregate_id"].astext == aggregate_id)
-                .order_by(outbox.c.position)
-            )
-        ).all()
-    return [
-        {"routing_key": row.routing_key, "sent": row.sent_at is not None, **row.payload}
-        for row in rows
-    ]
+    return await outbox_events(app, aggregate_id=aggregate_id)
 
 
 async def count_rows(app: FastAPI, table: str) -> int:

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from taskhub_common.internal_auth import service_headers
-from taskhub_common.testing import REDIS_HOST, TcpProxy, create_task
+from taskhub_common.testing import REDIS_HOST, TcpProxy, create_task, word
 
-from .conftest import at, word
+from .conftest import at
 
 # Its own Redis database, so no other suite's tasks service reads these entries.
 REDIS_DB = 3

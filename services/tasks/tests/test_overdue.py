@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from taskhub_common.internal_auth import service_headers
-from taskhub_common.testing import create_task
+from taskhub_common.testing import create_task, parse_time
 
-from .conftest import at, check_envelope, events_of, parse_time, wait_all_sent
+from .conftest import at, check_envelope, events_of, wait_all_sent
 
 SWEEP = "/internal/tasks/overdue-sweep"
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from taskhub_common.testing import create_task
+from taskhub_common.testing import create_task, parse_time, word
 
-from .conftest import at, parse_time, word
+from .conftest import at
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 STATUS_RANK = {"todo": 0, "in_progress": 1, "completed": 2, "overdue": 3}

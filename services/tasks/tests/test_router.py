@@ -7,15 +7,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from taskhub_common.testing import create_task
+from taskhub_common.testing import create_task, parse_time, word
 
-from .conftest import (
-    at,
-    count_rows,
-    events_of,
-    parse_time,
-    word,
-)
+from .conftest import at, count_rows, events_of
 
 TASK_FIELDS = {
     "id",

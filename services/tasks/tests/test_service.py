@@ -6,17 +6,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from taskhub_common.testing import create_task
+from taskhub_common.testing import create_task, parse_time, word
 
-from .conftest import (
-    at,
-    check_envelope,
-    count_rows,
-    events_of,
-    parse_time,
-    wait_all_sent,
-    word,
-)
+from .conftest import at, check_envelope, count_rows, events_of, wait_all_sent
 
 
 async def test_create_writes_one_task_created_event(

@@ -1,14 +1,22 @@
-"""Helpers for the suite's tests: the real local servers they run against."""
+"""Helpers for the suite's tests: the real local servers they run against, and what the
+service test suites share (their fixtures: taskhub_common.testing.suite)."""
 
+import asyncio
 import contextlib
 import os
 import socket
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import select, text
+
+from taskhub_common.outbox import outbox
 
 PG_HOST = os.environ.get("TEST_DB_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_DB_PORT", "5432"))
@@ -66,6 +74,77 @@ async def create_task(client: httpx.AsyncClient, headers: dict[str, str], **body
     response = await client.post("/api/tasks", headers=headers, json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def word() -> str:
+    """A word no other test uses (for a tag, a title or a search)."""
+    return "w" + uuid.uuid4().hex[:12]
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def asgi_client(application: FastAPI, base_url: str, **options: Any) -> httpx.AsyncClient:
+    """A client of an app in this process (no server, no lifespan: start the app first)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application, **options), base_url=base_url
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 5.0) -> None:
+    """Until `check()` holds (events travel asynchronously); fails saying `what` never did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
+
+
+async def scalar(app: FastAPI, sql: str, **params: Any) -> Any:
+    """One value from the app's own database (its schema)."""
+    async with app.state.database.sessionmaker() as session:
+        return await session.scalar(text(sql), params)
+
+
+async def wait_in_directory(app: FastAPI, user_id: str) -> None:
+    """Until identity's user.registered event has reached this app's user directory."""
+
+    async def known() -> bool:
+        found = "SELECT count(*) FROM users WHERE id = :id"
+        return bool(await scalar(app, found, id=uuid.UUID(user_id)))
+
+    service = app.state.settings.SERVICE_NAME
+    await eventually(known, f"user {user_id} is in the {service} directory")
+
+
+async def wait_task_deleted(app: FastAPI, task_id: str) -> None:
+    """Until the tasks service's task.deleted event has reached this app."""
+
+    async def flagged() -> bool:
+        found = "SELECT count(*) FROM deleted_tasks WHERE task_id = :id"
+        return bool(await scalar(app, found, id=uuid.UUID(task_id)))
+
+    await eventually(flagged, f"task {task_id} is known deleted")
+
+
+async def outbox_events(app: FastAPI, **where: str) -> list[dict[str, Any]]:
+    """The app's outbox rows, oldest first, as `{routing_key, sent, **envelope}`, filtered by
+    envelope fields (`aggregate_id=...`) or, with a `data_` prefix, by fields of `data`
+    (`data_task_id=...`)."""
+    statement = select(outbox.c.routing_key, outbox.c.payload, outbox.c.sent_at)
+    for key, value in where.items():
+        if key.startswith("data_"):
+            field = outbox.c.payload["data"][key.removeprefix("data_")]
+        else:
+            field = outbox.c.payload[key]
+        statement = statement.where(field.astext == value)
+    async with app.state.database.sessionmaker() as session:
+        rows = (await session.execute(statement.order_by(outbox.c.position))).all()
+    return [
+        {"routing_key": row.routing_key, "sent": row.sent_at is not None, **row.payload}
+        for row in rows
+    ]
 
 
 class TcpProxy:

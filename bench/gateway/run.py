@@ -1,0 +1,286 @@
+"""Gateway benchmark: what the gateway hop costs, endpoint by endpoint, in both modes.
+
+For each mode (distributed: one uvicorn process per service on the local PostgreSQL, RabbitMQ
+and Redis; embedded: one process, as `make run`), one user with 2,000 tasks, caches warm, and
+for each of five endpoints the same request through the gateway and straight to the service
+that owns it, measured in turn (a few short rounds, alternating) so that a noisy machine
+slows both alike and their ratio holds. A bare ASGI + asyncpg endpoint serving the same page
+of 20 is the ceiling.
+
+    make bench-gateway          # or: python -m bench.gateway.run --seconds 2 --rounds 3
+Prints req/s (median of the rounds), p50 and p99 (all rounds), and gateway/direct req/s.
+Asserts nothing. Aims: gateway >= 0.85x direct on every endpoint; the composed task view
+within 1.5x of a plain task read; the cached list page ~1,000 req/s through the gateway.
+
+The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
+requests built once): httpx costs more CPU per request than the servers under test, and on a
+small machine the client's cost would be what gets measured.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from bench.tasks.run import percentile, task_batch
+from taskhub_common.testing import new_user, recreate_database
+from tests.e2e.stack import Process, Stack, free_port
+
+TASKS = 2_000
+BENCH_ENV = {"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One request, ready to send: where, and its bytes."""
+
+    base_url: str
+    method: str
+    path: str
+    token: str
+    body: dict | None = None
+
+    def wire(self) -> bytes:
+        content = json.dumps(self.body).encode() if self.body is not None else b""
+        netloc = urlsplit(self.base_url).netloc
+        head = (
+            f"{self.method} {self.path} HTTP/1.1\r\nHost: {netloc}\r\n"
+            f"Authorization: Bearer {self.token}\r\nContent-Length: {len(content)}\r\n"
+            + ("Content-Type: application/json\r\n" if content else "")
+            + "\r\n"
+        )
+        return head.encode() + content
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; reads Content-Length and chunked bodies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base_url: str) -> "Connection":
+        address = urlsplit(base_url)
+        return cls(*await asyncio.open_connection(address.hostname, address.port))
+
+    async def send(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in header_lines if line)
+        )
+        if "content-length" in headers:
+            await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            while size := int((await self.reader.readline()).split(b";")[0], 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readline()
+        return int(status_line.split(" ", 2)[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Figures:
+    throughputs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.throughputs)
+
+    def row(self, name: str) -> str:
+        return (
+            f"{name:<48}{self.rate:>8.0f}{statistics.median(self.latencies) * 1000:>8.1f}"
+            f"{percentile(self.latencies, 0.99) * 1000:>8.1f}"
+        )
+
+
+async def load(target: Target, seconds: float, concurrency: int, figures: Figures) -> None:
+    """`concurrency` connections sending the request back to back for `seconds`."""
+    request = target.wire()
+    connections = [await Connection.open(target.base_url) for _ in range(concurrency)]
+    latencies: list[float] = []
+
+    async def client(connection: Connection) -> None:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            status = await connection.send(request)
+            latencies.append(time.perf_counter() - began)
+            if status >= 400:
+                raise RuntimeError(f"{target.method} {target.path}: {status}")
+
+    try:
+        for connection in connections:  # one request each first: warm caches and pools
+            await connection.send(request)
+        deadline = time.perf_counter() + seconds
+        began = time.perf_counter()
+        await asyncio.gather(*(client(connection) for connection in connections))
+        figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
+        figures.latencies.extend(latencies)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+async def seed(base_url: str) -> tuple[str, str, str]:
+    """One user with TASKS tasks and a comment on one: (token, user id, that task's id)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as api:
+        account = (await api.post("/api/auth/register", json=new_user())).json()
+        headers = {"Authorization": f"Bearer {account['access_token']}"}
+        for start in range(0, TASKS, 1000):
+            response = await api.post(
+                "/api/tasks/bulk", headers=headers, json={"tasks": task_batch(start, 1000)}
+            )
+            response.raise_for_status()
+        me = (await api.get("/api/auth/me", headers=headers)).json()
+        task = (await api.get("/api/tasks", headers=headers, params={"page_size": 1})).json()
+        task_id = task["tasks"][0]["id"]
+        comment = {"content": "a *comment*"}
+        response = await api.post(f"/api/tasks/{task_id}/comments", headers=headers, json=comment)
+        response.raise_for_status()
+        return account["access_token"], me["id"], task_id
+
+
+def endpoints(
+    gateway: str, tasks: str, identity: str, token: str, task_id: str
+) -> dict[str, tuple[Target, Target]]:
+    """Each endpoint as (through the gateway, straight to its owner). POST last: it bumps the
+    tasks' cache generation, and the pages after it start cold again."""
+    searched = (
+        "/api/tasks?status=todo&priority=high&search=report&sort_by=due_date&page=1&page_size=20"
+    )
+    paths = {
+        "GET /api/tasks page 1": (tasks, "GET", "/api/tasks?page=1&page_size=20", None),
+        "GET /api/tasks filtered+searched": (tasks, "GET", searched, None),
+        "GET /api/tasks/{id} (composed)": (tasks, "GET", f"/api/tasks/{task_id}", None),
+        "GET /api/auth/me": (identity, "GET", "/api/auth/me", None),
+        "POST /api/tasks": (tasks, "POST", "/api/tasks", {"title": "bench", "tags": ["bench"]}),
+    }
+    return {
+        name: (
+            Target(gateway, method, path, token, body),
+            Target(owner, method, path, token, body),
+        )
+        for name, (owner, method, path, body) in paths.items()
+    }
+
+
+async def measure_mode(
+    mode: str, stack: Stack, urls: dict[str, str], args: argparse.Namespace
+) -> None:
+    token, user_id, task_id = await seed(stack.base_url)
+    ceiling_port = free_port()
+    ceiling = Process(
+        "ceiling",
+        [
+            *[sys.executable, "-m", "uvicorn", "bench.gateway.ceiling:app", "--no-access-log"],
+            *["--port", str(ceiling_port), "--log-level", "warning"],
+        ],
+        {"CEILING_DB": json.dumps(stack.database_address())},
+        stack.workdir / "ceiling.log",
+    )
+    ceiling.start()
+    try:
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}"
+        await wait_serving(ceiling_url)
+        table = endpoints(stack.base_url, urls["tasks"], urls["identity"], token, task_id)
+        ceiling_target = Target(ceiling_url, "GET", f"/page?user={user_id}", token)
+        results = {name: (Figures(), Figures()) for name in table}
+        ceiling_figures = Figures()
+        for _ in range(args.rounds):
+            for name, (through, direct) in table.items():
+                await load(through, args.seconds, args.concurrency, results[name][0])
+                await load(direct, args.seconds, args.concurrency, results[name][1])
+            await load(ceiling_target, args.seconds, args.concurrency, ceiling_figures)
+    finally:
+        ceiling.stop()
+    print(f"\n{mode} ({args.concurrency} connections, {args.rounds} rounds of {args.seconds} s)")
+    print(f"{'':<48}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}   gateway/direct")
+    for name, (through, direct) in results.items():
+        print(through.row(f"{name} via gateway"))
+        print(f"{direct.row(f'{name} direct')}   {through.rate / direct.rate:>6.2f}x")
+    composed, plain = results["GET /api/tasks/{id} (composed)"]
+    print(
+        f"composed view / plain task read p50: "
+        f"{statistics.median(composed.latencies) / statistics.median(plain.latencies):.2f}x"
+    )
+    print(ceiling_figures.row("ceiling: bare ASGI + asyncpg page"))
+
+
+async def wait_serving(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client, asyncio.timeout(30):
+        while True:
+            try:
+                await client.get("/")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+
+
+async def distributed(args: argparse.Namespace) -> None:
+    await recreate_database("taskhub_bench_gateway")
+    workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-"))
+    stack = Stack("distributed", workdir, database="taskhub_bench_gateway", extra_env=BENCH_ENV)
+    stack.start()
+    try:
+        gateway_env = stack.processes[-1].env
+        urls = {"tasks": gateway_env["TASKS_URL"], "identity": gateway_env["IDENTITY_URL"]}
+        await measure_mode("distributed", stack, urls, args)
+    finally:
+        stack.stop()
+
+
+async def embedded(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-"))
+    ports = {"gateway": free_port(), "tasks": free_port(), "identity": free_port()}
+    stack = Stack("embedded", workdir)
+    stack.processes = [
+        Process(
+            "embedded",
+            [sys.executable, "-m", "bench.gateway.embedded_server"],
+            {
+                **BENCH_ENV,
+                "DATA_DIR": str(workdir / "var"),
+                "PORT": str(ports["gateway"]),
+                "TASKS_DIRECT_PORT": str(ports["tasks"]),
+                "IDENTITY_DIRECT_PORT": str(ports["identity"]),
+            },
+            workdir / "embedded.log",
+        )
+    ]
+    stack.processes[0].start()
+    stack.base_url = f"http://127.0.0.1:{ports['gateway']}"
+    try:
+        stack.wait_healthy(timeout=120)
+        urls = {name: f"http://127.0.0.1:{ports[name]}" for name in ("tasks", "identity")}
+        await measure_mode("embedded", stack, urls, args)
+    finally:
+        stack.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.mode in ("distributed", "both"):
+        await distributed(args)
+    if args.mode in ("embedded", "both"):
+        await embedded(args)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["distributed", "embedded", "both"], default="both")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    asyncio.run(main(parser.parse_args()))
