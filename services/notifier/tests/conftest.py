@@ -6,7 +6,6 @@ Identity issues the tokens and publishes `user.*` (the notifier's directory and 
 tasks publishes `task.*` and answers the internal task reference and the overdue sweep.
 """
 
-import asyncio
 import email
 import email.policy
 import socket
@@ -21,24 +20,20 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from identity.app import create_app as create_identity
-from identity.settings import IdentitySettings
 from notifier.app import create_app
 from notifier.settings import NotifierSettings
-from taskhub_common.http import register_local_app
-from taskhub_common.testing import bearer, create_task, database_env, new_user, recreate_database
-from tasks.app import create_app as create_tasks
-from tasks.settings import TasksSettings
+from taskhub_common import testing
+from taskhub_common.testing import create_task, scalar
+from taskhub_common.testing.suite import Suite, User, UserFactory
 
-DATABASE = "taskhub_test_notifier"
-IDENTITY_URL = "http://identity.notifier-test"
-TASKS_URL = "http://tasks.notifier-test"
+SUITE = Suite("notifier")
+identity_app, identity, tasks_app, tasks, client, make_user = SUITE.shared_fixtures()
+
 APP_URL = "https://app.taskhub.test"
 # The clock's interval in these tests: short, so the overdue test need not wait minutes.
 SCAN_INTERVAL = 1.0
-
-User = tuple[dict[str, Any], dict[str, str]]
-UserFactory = Callable[..., Awaitable[User]]
+# Waits are generous: the tests share a small machine.
+WAIT = 15.0
 
 NOTIFICATION_FIELDS = {
     "id",
@@ -92,48 +87,18 @@ def mail_sink() -> Iterator[MailSink]:
     sink.stop()
 
 
-def shared_settings() -> dict[str, Any]:
-    return {
-        **database_env(DATABASE),
-        "IDENTITY_URL": IDENTITY_URL,
-        "TASKS_URL": TASKS_URL,
-        "ENVIRONMENT": "test",
-        "EVENT_RETRY_DELAYS_MS": "50,100",
-    }
-
-
 def notifier_settings(mail_sink: MailSink, **overrides: Any) -> NotifierSettings:
-    return NotifierSettings(
-        **{
-            **shared_settings(),
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": mail_sink.port,
-            "APP_URL": APP_URL,
-            "EMAIL_FROM": "noreply@taskhub.test",
-            "MAIL_POLL_SECONDS": 0.2,
-            "MAIL_RETRY_SECONDS": 0.1,
-            "REMINDER_INTERVAL": 0.2,
-            "OVERDUE_SCAN_INTERVAL": SCAN_INTERVAL,
-            **overrides,
-        }
-    )
-
-
-@pytest.fixture(scope="session")
-async def identity_app() -> AsyncIterator[FastAPI]:
-    await recreate_database(DATABASE)
-    application = create_identity(IdentitySettings(**database_env(DATABASE), ENVIRONMENT="test"))
-    register_local_app(IDENTITY_URL, application)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture(scope="session")
-async def tasks_app(identity_app: FastAPI) -> AsyncIterator[FastAPI]:
-    application = create_tasks(TasksSettings(**shared_settings()))
-    register_local_app(TASKS_URL, application)
-    async with application.router.lifespan_context(application):
-        yield application
+    defaults = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": mail_sink.port,
+        "APP_URL": APP_URL,
+        "EMAIL_FROM": "noreply@taskhub.test",
+        "MAIL_POLL_SECONDS": 0.2,
+        "MAIL_RETRY_SECONDS": 0.1,
+        "REMINDER_INTERVAL": 0.2,
+        "OVERDUE_SCAN_INTERVAL": SCAN_INTERVAL,
+    }
+    return NotifierSettings(**SUITE.env(**{**defaults, **overrides}))
 
 
 @pytest.fixture(scope="session")
@@ -143,45 +108,6 @@ async def app(
     application = create_app(notifier_settings(mail_sink))
     async with application.router.lifespan_context(application):
         yield application
-
-
-@pytest.fixture(scope="session")
-async def identity(identity_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=identity_app), base_url=IDENTITY_URL
-    ) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-async def tasks(tasks_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=tasks_app), base_url=TASKS_URL
-    ) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://notifier"
-    ) as http:
-        yield http
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.02)
-
-
-async def scalar(app: FastAPI, sql: str, **params: Any) -> Any:
-    async with app.state.database.sessionmaker() as session:
-        return await session.scalar(text(sql), params)
 
 
 async def rows(app: FastAPI, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -194,28 +120,18 @@ async def execute(app: FastAPI, sql: str, **params: Any) -> None:
         await session.execute(text(sql), params)
 
 
-async def wait_known(app: FastAPI, table: str, column: str, key: uuid.UUID, what: str) -> None:
-    async def known() -> bool:
-        return bool(await scalar(app, f"SELECT count(*) FROM {table} WHERE {column} = :k", k=key))  # noqa: S608
-
-    await eventually(known, what)
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT
+) -> None:
+    """The shared wait, with this suite's longer default."""
+    await testing.eventually(check, what, timeout)
 
 
 @pytest.fixture(scope="session")
-def make_user(identity: httpx.AsyncClient, app: FastAPI, tasks_app: FastAPI) -> UserFactory:
-    """Registers a user through identity: (the user, auth headers), once the notifier knows
-    their address and tasks knows them (to be named an assignee)."""
-
-    async def make() -> User:
-        response = await identity.post("/api/auth/register", json=new_user())
-        assert response.status_code == 201, response.text
-        body = response.json()
-        user_id = uuid.UUID(body["user"]["id"])
-        await wait_known(app, "user_emails", "user_id", user_id, "the notifier knows the user")
-        await wait_known(tasks_app, "users", "id", user_id, "tasks knows the user")
-        return body["user"], bearer(body["access_token"])
-
-    return make
+def directories(app: FastAPI, tasks_app: FastAPI) -> list[FastAPI]:
+    """A new user must be known to the notifier (its directory and its address come from the
+    same event, in one transaction) and to tasks (to be named an assignee)."""
+    return [app, tasks_app]
 
 
 @pytest.fixture
@@ -279,4 +195,4 @@ async def assign(tasks: httpx.AsyncClient, headers: dict[str, str], task: dict, 
     return response.json()
 
 
-__all__ = ["create_task"]
+__all__ = ["User", "create_task", "scalar"]

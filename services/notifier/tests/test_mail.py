@@ -19,7 +19,7 @@ from notifier.delivery import Notice
 from notifier.mailer import SmtpTransport
 from notifier.models import NotificationType
 from notifier.workers import MailWorker
-from taskhub_common.testing import bearer, new_user
+from taskhub_common.testing import bearer, new_user, wait_in_directory
 
 from .conftest import (
     APP_URL,
@@ -30,7 +30,6 @@ from .conftest import (
     eventually,
     notifier_settings,
     rows,
-    wait_known,
 )
 
 
@@ -189,8 +188,7 @@ async def test_without_smtp_host_each_message_is_an_eml_file(
     for _ in range(2):
         response = await identity.post("/api/auth/register", json=new_user())
         body = response.json()
-        user_id = uuid.UUID(body["user"]["id"])
-        await wait_known(embedded_notifier, "user_emails", "user_id", user_id, "address known")
+        await wait_in_directory(embedded_notifier, body["user"]["id"])
         users.append((body["user"], bearer(body["access_token"])))
     (owner, assignee) = users
     task = await create_task(tasks, owner[1], assigned_to=assignee[0]["id"])
