@@ -185,6 +185,7 @@ def uvicorn(python: str, factory: str, port: int) -> list[str]:
         "--port",
         str(port),
         "--no-access-log",
+        "--no-proxy-headers",  # X-Forwarded-* are the gateway's to judge, by TRUSTED_PROXIES
         "--timeout-graceful-shutdown",
         "10",
     ]

@@ -1,5 +1,7 @@
 """`make run`'s promise: data survives a restart, and Ctrl-C stops the process cleanly."""
 
+import json
+
 import httpx
 
 from taskhub_common.testing import bearer, new_user
@@ -27,3 +29,27 @@ def test_user_survives_a_restart_of_the_embedded_mode(tmp_path) -> None:
     finally:
         assert stack.stop() == [0]
     assert (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()
+
+
+def log_lines(stack: Stack) -> list[dict]:
+    lines = stack.processes[0].log_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_embedded_logs_name_the_service_that_wrote_them(tmp_path) -> None:
+    """One process hosts every service; each request line says which one served it."""
+    stack = Stack("embedded", tmp_path, extra_env={"ENVIRONMENT": "test"})
+    base_url = stack.start()
+    try:
+        token = httpx.post(f"{base_url}/api/auth/register", json=new_user()).json()
+        assert httpx.get(f"{base_url}/api/tasks", headers=bearer(token["access_token"])).is_success
+    finally:
+        assert stack.stop() == [0]
+    served = {
+        (line["service"], line["message"])
+        for line in log_lines(stack)
+        if line.get("logger") == "taskhub.access"
+    }
+    assert ("identity", "POST /api/auth/register 201") in served
+    assert ("gateway", "POST /api/auth/register 201") in served
+    assert ("tasks", "GET /api/tasks 200") in served

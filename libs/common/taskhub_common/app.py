@@ -16,6 +16,7 @@ from taskhub_common.consumer import EventConsumer, EventHandler
 from taskhub_common.db import Database
 from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
+from taskhub_common.limits import RequestLimitsMiddleware
 from taskhub_common.logs import configure_logging, service_var
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
@@ -136,6 +137,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RequestLimitsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, service=settings.SERVICE_NAME)
     app.include_router(health_router())
     for router in spec.routers:

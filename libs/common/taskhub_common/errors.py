@@ -5,7 +5,9 @@ Every error body is FastAPI's `{"detail": ...}` (the SPA reads `detail`) plus `c
 """
 
 import logging
+import socket
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -61,9 +63,39 @@ def invalid_field(field: str, message: str, location: str = "body") -> Unprocess
     return Unprocessable([{"type": "value_error", "loc": [location, field], "msg": message}])
 
 
+# How long a client is asked to wait before it retries, when something this service needs
+# (the database, another service, the storage) cannot be reached.
+RETRY_AFTER_SECONDS = 5
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
     code = "unavailable"
+
+    def __init__(self, detail: object = "The service is temporarily unavailable") -> None:
+        super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+# SQLSTATEs of a database that cannot serve now, through no fault of the request: class 08
+# (connection exception), class 57P (shutting down, starting up) and 53300 (too many
+# connections).
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database could not be reached or lost the connection."""
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # no pooled connection in time
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.InterfaceError):
+            return True
+        return _sqlstate(exc).startswith(_UNAVAILABLE_SQLSTATES)
+    # Raised unwrapped by asyncpg while connecting: refused, reset, timed out, unknown host.
+    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "pgcode", "") or getattr(exc.orig, "sqlstate", "") or "")
 
 
 _CODES = {
@@ -77,6 +109,7 @@ _CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "rate_limited",
+    431: "headers_too_large",
     502: "bad_gateway",
     503: "unavailable",
     504: "timeout",
@@ -115,11 +148,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, errors)
 
     @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    @app.exception_handler(OSError)
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
         # SQLSTATE class 22 is "data exception": a value PostgreSQL refuses (a NUL character,
         # a date out of range). Bad input, not a bug; the transaction is rolled back.
-        if str(getattr(exc.orig, "pgcode", "") or "").startswith("22"):
+        if isinstance(exc, DBAPIError) and _sqlstate(exc).startswith("22"):
             return error_response(422, "A value is not acceptable to the database", "invalid")
+        if database_unavailable(exc):
+            logger.warning("the database is unavailable: %r", exc)
+            unavailable = ServiceUnavailable("The database is unavailable")
+            return error_response(503, unavailable.detail, headers=unavailable.headers)
         return await unexpected_error(request, exc)
 
     @app.exception_handler(Exception)

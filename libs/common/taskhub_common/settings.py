@@ -5,6 +5,7 @@ which variable. Defaults are the safe ones of the embedded mode: no server named
 in-process".
 """
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +72,13 @@ class ServiceSettings(BaseSettings):
     JWT_AUDIENCE: str = "taskhub"
     JWKS_CACHE_SECONDS: int = 300
 
+    # What one request may make a process read (taskhub_common.limits): a body larger than
+    # MAX_JSON_BODY is refused with 413 (uploads have their own limit), more headers than
+    # MAX_HEADER_COUNT or more than MAX_HEADER_BYTES of them with 431.
+    MAX_JSON_BODY: int = 1024 * 1024
+    MAX_HEADER_COUNT: int = 100
+    MAX_HEADER_BYTES: int = 32 * 1024
+
     @field_validator("DB_HOST", "RABBITMQ_URL", "REDIS_HOST", "DATABASE_URL", mode="before")
     @classmethod
     def blank_is_unset(cls, value: str | None) -> str | None:
@@ -81,6 +89,10 @@ class ServiceSettings(BaseSettings):
         if self.ENVIRONMENT == "production" and self.SECRET_KEY == DEFAULT_SECRET_KEY:
             raise ValueError("SECRET_KEY must be set to a real secret when ENVIRONMENT=production")
         return self
+
+    def max_body_bytes(self, method: str, path: str) -> int:
+        """The largest request body accepted on a route."""
+        return self.MAX_JSON_BODY
 
     @property
     def schema_name(self) -> str:
@@ -98,3 +110,29 @@ class ServiceSettings(BaseSettings):
         if self.REDIS_USER or self.REDIS_PASSWORD:
             credentials = f"{self.REDIS_USER}:{self.REDIS_PASSWORD}@"
         return f"redis://{credentials}{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}"
+
+
+# Where files are uploaded: POST /api/tasks/{task_id}/files, on the gateway and the files service.
+UPLOAD_ROUTE = re.compile(r"/api/tasks/[^/]+/files/?")
+# Room for a multipart part's boundary and headers, on top of its bytes.
+PART_OVERHEAD = 16 * 1024
+
+
+def upload_body_limit(max_files: int, max_file_size: int) -> int:
+    """The largest multipart body of one upload: every file at its largest."""
+    return max_files * (max_file_size + PART_OVERHEAD) + PART_OVERHEAD
+
+
+class UploadSettings(ServiceSettings):
+    """The upload limits, read by the files service and by the gateway in front of it, so the
+    upload route's body limit is the same at both."""
+
+    # Per file, enforced while the upload streams in.
+    MAX_FILE_SIZE: int = 10 * 1024 * 1024
+    # Files in one upload request.
+    MAX_FILES_PER_UPLOAD: int = 20
+
+    def max_body_bytes(self, method: str, path: str) -> int:
+        if method == "POST" and UPLOAD_ROUTE.fullmatch(path):
+            return upload_body_limit(self.MAX_FILES_PER_UPLOAD, self.MAX_FILE_SIZE)
+        return super().max_body_bytes(method, path)

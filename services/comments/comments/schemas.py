@@ -46,5 +46,6 @@ class CommentOut(BaseModel):
 class CommentQuery(BaseModel):
     """The list endpoint's paging (oldest comment first)."""
 
-    page: int = Field(1, ge=1)
+    # Bounded so that the offset fits PostgreSQL's bigint: past the end is an empty page.
+    page: int = Field(1, ge=1, le=10**12)
     page_size: int = Field(50, ge=1, le=100)

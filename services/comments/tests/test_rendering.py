@@ -1,6 +1,6 @@
 """Markdown to HTML: what renders, and what comes back inert (XSS attempts)."""
 
-import asyncio
+import time
 from html.parser import HTMLParser
 
 import httpx
@@ -49,7 +49,8 @@ def assert_only_allowed(html: str) -> None:
 XSS = {
     "script tag": ("<script>alert(1)</script>", ""),
     "script with text": ("before <script>alert(1)</script> after", "<p>before  after</p>"),
-    "img onerror": ("<img src=x onerror=alert(1)>", "<p></p>"),
+    # A line that opens with a tag is an HTML block in CommonMark (no paragraph around it).
+    "img onerror": ("<img src=x onerror=alert(1)>", ""),
     "javascript link": ("[x](javascript:alert(1))", '<p><a rel="noopener noreferrer">x</a></p>'),
     "javascript mixed case": (
         "[x](JaVaScRiPt:alert(1))",
@@ -79,14 +80,14 @@ XSS = {
     "style tag": ("<style>body { display: none }</style>\n\nhi", "<p>hi</p>"),
     "style attribute": ('<p style="position:fixed">s</p>', "<p>s</p>"),
     "iframe": ('<iframe src="https://evil.example"></iframe>', ""),
-    "svg onload": ("<svg onload=alert(1)>", "<p></p>"),
+    "svg onload": ("<svg onload=alert(1)>", ""),
     "event handler on an allowed tag": (
         '<a href="https://ok.example" onclick="alert(1)" target="_blank" rel="opener">y</a>',
         '<p><a href="https://ok.example" rel="noopener noreferrer">y</a></p>',
     ),
     "div onmouseover": ("<div onmouseover=alert(1)>hover</div>", "hover"),
     "form": ('<form action="https://evil.example"><input name=x></form>', ""),
-    "object": ("<object data=x></object>", ""),
+    "object": ("<object data=x></object>", "<p></p>"),
     "nested script": ("<scr<script>ipt>alert(1)</script>", "<p>&lt;scr</p>"),
     "html comment": ("<!-- <script>alert(1)</script> -->\n\ntext", "<p>text</p>"),
     "code class injection": (
@@ -195,29 +196,62 @@ async def test_the_api_serves_sanitised_html_on_create_and_update(
         json={"content": '<img src=x onerror=alert(1)>\n<iframe src="https://e.example">'},
     )
     assert updated.status_code == 200
-    assert updated.json()["content_html"].strip() == "<p></p>"
+    assert updated.json()["content_html"] == ""
     assert_only_allowed(updated.json()["content_html"])
 
 
-async def test_a_slow_rendering_does_not_stall_other_requests(
+# At the longest a comment may be (5,000 characters). Python-Markdown took 9.5 s of CPU over
+# 5,000 `[` and 6 s over 2,500 `![`; markdown-it-py takes 0.06 s and 0.18 s (decision 0052).
+PATHOLOGICAL = {
+    "open brackets": "[" * 5000,
+    "open images": "![" * 2500,
+    "unclosed links": "[](" * 1666,
+    "unclosed link destinations": "[x](" * 1250,
+    "unclosed links with text": "[a](b " * 833,
+    "nested emphasis": "*a **" * 1000,
+    "emphasis runs": "*_" * 2500,
+    "backtick runs": "`a" * 2500,
+    "strikethrough runs": "~~a" * 1666,
+    "tag openers": "<a " * 1666,
+    "entities": "&#" * 2500,
+    "nested quotes": ">" * 5000,
+}
+
+
+def cpu_seconds(content: str) -> float:
+    """The least CPU time of three renderings (CPU time: other processes on a busy machine do
+    not count)."""
+    timings = []
+    for _ in range(3):
+        started = time.process_time()
+        render_markdown(content)
+        timings.append(time.process_time() - started)
+    return min(timings)
+
+
+@pytest.mark.parametrize("case", PATHOLOGICAL)
+def test_pathological_input_renders_quickly(case: str) -> None:
+    content = PATHOLOGICAL[case]
+    assert cpu_seconds(content) < 1.0
+    assert_only_allowed(render_markdown(content))
+
+
+@pytest.mark.parametrize("case", ["open brackets", "open images", "emphasis runs"])
+def test_rendering_time_grows_linearly(case: str) -> None:
+    """Four times the input takes about four times as long; a quadratic renderer takes 16."""
+    content = PATHOLOGICAL[case]
+    ratio = cpu_seconds(content * 4) / max(cpu_seconds(content), 1e-3)
+    assert ratio < 9, f"x4 input took x{ratio:.1f} time"
+
+
+async def test_a_comment_of_5000_brackets_is_answered_at_once(
     client: httpx.AsyncClient, alice, task
 ) -> None:
-    """Python-Markdown takes seconds over 5000 `[`: rendered off the event loop, which keeps
-    serving health checks meanwhile (relative bounds: CI machines are slow and busy)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    posting = asyncio.create_task(
-        client.post(comments_url(task["id"]), headers=alice[1], json={"content": "[" * 5000})
+    """The finding: four clients posting these took normal requests from 7 ms to 360 ms."""
+    started = time.perf_counter()
+    created = await client.post(
+        comments_url(task["id"]), headers=alice[1], json={"content": "[" * 5000}
     )
-    longest_gap, last, served = 0.0, loop.time(), 0
-    while not posting.done():
-        assert (await client.get("/health/live")).status_code == 200
-        served += 1
-        await asyncio.sleep(0.02)
-        longest_gap, last = max(longest_gap, loop.time() - last), loop.time()
-    created = await posting
-    took = loop.time() - started
     assert created.status_code == 201
     assert created.json()["content_html"] == "<p>" + "[" * 5000 + "</p>"
-    assert served >= 3, "other requests were answered while the comment rendered"
-    assert longest_gap < took / 2, f"the event loop stalled {longest_gap:.2f} s of {took:.2f} s"
+    assert time.perf_counter() - started < 2

@@ -121,6 +121,11 @@ async def test_pagination_edges(client: httpx.AsyncClient, alice, task) -> None:
     assert await page(page_size=100) == (ids, 7)
     assert await page(page_size=7) == (ids, 7)
     assert await page(page=10**12) == ([], 7), "far past the end is empty, not an error"
+    beyond_bigint = await client.get(
+        comments_url(task["id"]), headers=alice[1], params={"page": 10**19}
+    )
+    assert beyond_bigint.status_code == 422
+    assert beyond_bigint.json()["detail"][0]["loc"] == ["query", "page"]
 
 
 async def test_update_by_the_author(client: httpx.AsyncClient, alice, task) -> None:

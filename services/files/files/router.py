@@ -70,12 +70,7 @@ async def upload_files(task_id: uuid.UUID, request: Request, service: Service) -
     task = await service.task_for_upload(task_id)
     await service.session.commit()
     try:
-        files = await service.upload(
-            task,
-            request.stream(),
-            request.headers.get("content-type"),
-            request.headers.get("content-length"),
-        )
+        files = await service.upload(task, request.stream(), request.headers.get("content-type"))
         await service.session.commit()
     except BaseException:
         await service.discard_stored()

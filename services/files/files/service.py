@@ -61,11 +61,10 @@ class FileService:
         task: TaskReference,
         body: AsyncIterable[bytes],
         content_type: str | None,
-        content_length: str | None = None,
     ) -> list[FileOut]:
         task_id = task.id
         try:
-            async with receive_files(body, content_type, content_length, self.limits) as received:
+            async with receive_files(body, content_type, self.limits) as received:
                 first_at = datetime.now(UTC)
                 files = []
                 for position, item in enumerate(received):

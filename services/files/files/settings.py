@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from taskhub_common.settings import ServiceSettings, split_csv
+from taskhub_common.settings import UploadSettings, split_csv
 
 DEFAULT_ALLOWED_FILE_TYPES = ",".join(
     [
@@ -18,7 +18,7 @@ DEFAULT_ALLOWED_FILE_TYPES = ",".join(
 )
 
 
-class FilesSettings(ServiceSettings):
+class FilesSettings(UploadSettings):
     SERVICE_NAME: str = "files"
 
     # S3 (or any S3 API: MinIO, GCS). No AWS_BUCKET: the bytes go to DATA_DIR/files instead.
@@ -28,11 +28,7 @@ class FilesSettings(ServiceSettings):
     AWS_REGION: str = ""
     CUSTOM_S3_ENDPOINT_URL: str = ""
 
-    # Per file, enforced while the upload streams in.
-    MAX_FILE_SIZE: int = 10 * 1024 * 1024
     ALLOWED_FILE_TYPES: str = DEFAULT_ALLOWED_FILE_TYPES
-    # Files in one upload request.
-    MAX_FILES_PER_UPLOAD: int = 20
     # Where uploads are spooled before they are stored; empty: the system's temporary folder.
     UPLOAD_SPOOL_DIR: str = ""
 

@@ -4,7 +4,9 @@ streaming parser, each file part spooled to a temporary file on disk and checked
 Nothing here holds a whole file in memory. A file over the size limit is refused (413) as soon
 as its bytes pass the limit; a type the settings do not allow (415) as soon as its part's
 headers are read; a content that is not what its declared type says (415) as soon as enough of
-it was seen. Every part is received and checked before the caller stores any of them.
+it was seen. Every part is received and checked before the caller stores any of them. The
+whole body is bounded before it gets here, by the request-limits middleware of every service
+(taskhub_common.limits; the upload route's limit allows every file at its largest).
 """
 
 import codecs
@@ -34,8 +36,6 @@ MAX_NAME_LENGTH = 255
 SNIFF_BYTES = 8192
 # Bytes of a file gathered before they are written to its temporary file (in a worker thread).
 WRITE_BATCH = 512 * 1024
-# Room for a part's boundary and headers, on top of its bytes, when bounding a whole body.
-PART_OVERHEAD = 16 * 1024
 
 # Types whose content is text: valid UTF-8 without NUL bytes. (No magic number to sniff.)
 TEXT_TYPES = frozenset({"application/json", "application/xml"})
@@ -85,10 +85,6 @@ class UploadLimits:
     allowed_types: frozenset[str]
     max_files: int
     spool_dir: str | None = None
-
-    @property
-    def max_body_size(self) -> int:
-        return self.max_files * (self.max_file_size + PART_OVERHEAD) + PART_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -379,14 +375,11 @@ def missing_files(message: str) -> Unprocessable:
 async def receive_files(
     body: AsyncIterable[bytes],
     content_type: str | None,
-    content_length: str | None,
     limits: UploadLimits,
 ) -> AsyncIterator[list[ReceivedFile]]:
     """Every file of a multipart body, received and checked, in temporary files that are
     removed when the block exits."""
     boundary = multipart_boundary(content_type)
-    if content_length and content_length.isdigit() and int(content_length) > limits.max_body_size:
-        raise TooLarge(f"The upload is larger than the limit of {limits.max_body_size} bytes")
     folder = Path(
         await to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="taskhub-upload-", dir=limits.spool_dir)
@@ -394,14 +387,8 @@ async def receive_files(
     )
     receiver = _Receiver(boundary, limits, folder)
     try:
-        received = 0
         try:
             async for chunk in body:
-                received += len(chunk)
-                if received > limits.max_body_size:
-                    raise TooLarge(
-                        f"The upload is larger than the limit of {limits.max_body_size} bytes"
-                    )
                 receiver.write(chunk)
                 if writes := receiver.take_writes():
                     await to_thread.run_sync(_write_to_disk, writes)

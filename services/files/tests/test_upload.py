@@ -87,7 +87,7 @@ async def test_oversize_is_413_while_streaming(app: FastAPI, start_files_app, ta
             content=endless_file(),
         )
         assert declared.status_code == 413
-        assert declared.json()["detail"].startswith("The upload is larger than the limit")
+        assert declared.json()["detail"].startswith("The request body is larger than the limit")
 
         too_many = await upload(
             client, task["id"], owner[1], *[(f"{i}.txt", b"x", "text/plain") for i in range(3)]

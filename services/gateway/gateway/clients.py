@@ -1,5 +1,10 @@
-"""Who the caller is: the client IP (X-Forwarded-For believed only from trusted proxies) and
-the rate-limit key (the user for authenticated calls, the IP for anonymous ones)."""
+"""Who the caller is: the client IP and scheme (X-Forwarded-For and X-Forwarded-Proto believed
+only from trusted proxies) and the rate-limit key (the user for authenticated calls, the IP for
+anonymous ones).
+
+uvicorn runs with its own proxy-header handling off (it would trust 127.0.0.1 and rewrite the
+peer before this code sees it): the peer here is the real one.
+"""
 
 import ipaddress
 
@@ -17,6 +22,15 @@ def client_ip(request: Request) -> str:
         if not _in(hop, trusted):
             return hop
     return peer
+
+
+def client_scheme(request: Request) -> str:
+    """http or https as the client used it: a trusted proxy's X-Forwarded-Proto, else ours."""
+    peer = request.client.host if request.client else "unknown"
+    forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
+    if forwarded in ("http", "https") and _in(peer, request.app.state.trusted_networks):
+        return forwarded
+    return request.url.scheme
 
 
 def rate_limit_key(request: Request) -> str:

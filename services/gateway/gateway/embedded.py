@@ -67,6 +67,7 @@ def _serve() -> None:
         port=int(os.environ.get("PORT", "8000")),
         log_config=None,
         access_log=False,  # the request-context middleware logs each request once
+        proxy_headers=False,  # X-Forwarded-* are the gateway's to judge, by TRUSTED_PROXIES
         timeout_graceful_shutdown=10,
     )
 

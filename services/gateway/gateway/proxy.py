@@ -7,9 +7,9 @@ from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
-from gateway.clients import client_ip
+from gateway.clients import client_ip, client_scheme
 from gateway.upstreams import Upstream
-from taskhub_common.errors import error_response
+from taskhub_common.errors import ServiceUnavailable, error_response
 from taskhub_common.logs import request_id_var, traceparent_var
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def request_headers(request: Request, with_body: bool = True) -> list[tuple[str,
     ]
     headers += [
         ("x-forwarded-for", client_ip(request)),
-        ("x-forwarded-proto", request.url.scheme),
+        ("x-forwarded-proto", client_scheme(request)),
         ("x-forwarded-host", request.headers.get("host", "")),
         ("x-request-id", request_id_var.get() or ""),
         ("traceparent", traceparent_var.get() or ""),
@@ -76,7 +76,8 @@ def upstream_failure(name: str, exc: httpx.TransportError) -> Response:
         logger.warning("%s timed out", name)
         return error_response(504, f"The {name} service did not answer in time")
     logger.warning("%s is unreachable", name, exc_info=True)
-    return error_response(503, f"The {name} service is unavailable")
+    unavailable = ServiceUnavailable(f"The {name} service is unavailable")
+    return error_response(503, unavailable.detail, headers=unavailable.headers)
 
 
 async def forward(request: Request, upstream: Upstream, path: str) -> Response:

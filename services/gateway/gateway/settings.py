@@ -1,7 +1,7 @@
-from taskhub_common.settings import ServiceSettings, split_csv
+from taskhub_common.settings import UploadSettings, split_csv
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(UploadSettings):
     SERVICE_NAME: str = "gateway"
     CORS_ORIGINS: str = "http://localhost:5173"
     RATE_LIMIT_DEFAULT: str = "100/minute"

@@ -1,8 +1,21 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+
+def _web_url(value: str) -> str:
+    """An avatar is shown as an image by the SPA: only an http(s) URL with a host (never
+    `javascript:` or `data:`). Kept as given, not normalised."""
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+WebUrl = Annotated[str, Field(max_length=500), AfterValidator(_web_url)]
 
 
 class UserOut(BaseModel):
@@ -42,7 +55,7 @@ class UpdateMeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     full_name: str | None = Field(default=None, min_length=1, max_length=255)
-    avatar_url: str | None = Field(default=None, max_length=500)
+    avatar_url: WebUrl | None = None
 
 
 class AuthResponse(BaseModel):

@@ -10,12 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.keys import KeyRing
 from identity.models import RefreshToken, User
-from identity.passwords import hash_password, verify_password
+from identity.passwords import hash_password, verify_password, weakness
 from identity.repository import RefreshTokenRepository, UserRepository
 from identity.schemas import AuthResponse, RegisterRequest, UpdateMeRequest, UserOut
 from identity.settings import IdentitySettings
 from taskhub_common.contracts import USER_REGISTERED, USER_UPDATED, UserData
-from taskhub_common.errors import Conflict, NotAuthenticated, NotPermitted, Unprocessable
+from taskhub_common.errors import (
+    Conflict,
+    NotAuthenticated,
+    NotPermitted,
+    Unprocessable,
+    invalid_field,
+)
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_event
 
@@ -43,6 +49,11 @@ class IdentityService:
         self.refresh_tokens = RefreshTokenRepository(session)
 
     async def register(self, body: RegisterRequest) -> AuthResponse:
+        reason = weakness(
+            body.password, email=body.email, username=body.username, full_name=body.full_name
+        )
+        if reason:
+            raise invalid_field("password", reason)
         taken = await self.users.email_or_username_taken(body.email, body.username)
         if taken:
             raise Conflict(f"{taken.capitalize()} already registered")

@@ -70,6 +70,38 @@ async def test_register_bad_input_is_422_and_writes_nothing(
     assert count == 0
 
 
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("12345678", "common"),  # the finding: accepted before
+        ("Password1", "common"),
+        ("QWERTYUIOP", "common"),
+        ("iloveyou", "common"),
+        ("{username}", "own"),
+        ("{username}!2024", "own"),
+        ("My-{local}-pass", "own"),
+        ("{email}", "own"),
+        ("{full_name}", "own"),
+    ],
+)
+async def test_a_common_or_own_name_password_is_422(
+    app, client: httpx.AsyncClient, password, why
+) -> None:
+    body = new_user()
+    local = body["email"].split("@")[0]
+    body["password"] = password.format(local=local, **body).upper()
+    response = await client.post("/api/auth/register", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "password"]
+    assert ("common" if why == "common" else "your email, username or name") in error["msg"]
+    async with app.state.database.sessionmaker() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM users WHERE username = :u"), {"u": body["username"]}
+        )
+    assert count == 0
+
+
 async def test_register_publishes_user_registered_once(app, client: httpx.AsyncClient) -> None:
     response = await client.post("/api/auth/register", json=new_user())
     user_id = response.json()["user"]["id"]
@@ -205,6 +237,31 @@ async def test_update_me_bad_input_is_422(client: httpx.AsyncClient, registered,
     assert response.status_code == 422
     me = await client.get("/api/auth/me", headers=headers)
     assert me.json()["full_name"] == registered["user"]["full_name"]
+
+
+@pytest.mark.parametrize(
+    "avatar_url",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(document.cookie)//https://x",
+        "data:image/svg+xml,<svg onload=alert(1)>",
+        "vbscript:msgbox(1)",
+        "ftp://example.com/a.png",
+        "https://",
+        "//example.com/a.png",
+        "not a url",
+    ],
+)
+async def test_avatar_url_must_be_http_or_https(
+    client: httpx.AsyncClient, registered, avatar_url
+) -> None:
+    headers = bearer(registered["access_token"])
+    before = (await client.get("/api/auth/me", headers=headers)).json()["avatar_url"]
+    response = await client.put("/api/auth/me", headers=headers, json={"avatar_url": avatar_url})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "avatar_url"]
+    me = await client.get("/api/auth/me", headers=headers)
+    assert me.json()["avatar_url"] == before
 
 
 async def test_update_me_anonymous_is_401(client: httpx.AsyncClient) -> None:

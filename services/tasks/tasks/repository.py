@@ -275,11 +275,17 @@ def _encode_cursor(sort_value: Any, task_id: uuid.UUID) -> str:
 def _decode_cursor(cursor: str, sort_key: ColumnElement[Any]) -> tuple[Any, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value, task_id = json.loads(base64.urlsafe_b64decode(padded))
-        if not isinstance(value, str):  # _encode_cursor writes every sort value as a string
-            raise TypeError(value)
+        decoded = json.loads(base64.urlsafe_b64decode(padded))
+        # _encode_cursor writes a list of two strings: the sort value and the id.
+        if not isinstance(decoded, list) or not all(isinstance(item, str) for item in decoded):
+            raise TypeError(decoded)
+        value, task_id = decoded
+        if "\x00" in value:
+            raise ValueError(value)
         if isinstance(sort_key.type, DateTime):
             value = datetime.fromisoformat(value)
+            if value.tzinfo is None:  # written from a timestamptz: always with its offset
+                raise ValueError(value)
         elif isinstance(sort_key.type, Enum) and value not in sort_key.type.enums:
             raise ValueError(value)
         return value, uuid.UUID(task_id)

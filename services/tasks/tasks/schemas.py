@@ -134,7 +134,8 @@ SortField = Literal["created_at", "updated_at", "due_date", "title", "priority",
 class TaskQuery(BaseModel):
     """The list endpoint's query: filters, sort and paging."""
 
-    page: int = Field(1, ge=1)
+    # Bounded so that the offset fits PostgreSQL's bigint: past the end is an empty page.
+    page: int = Field(1, ge=1, le=10**12)
     page_size: int = Field(10, ge=1, le=100)
     status: TaskStatus | None = None
     priority: TaskPriority | None = None

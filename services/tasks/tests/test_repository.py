@@ -172,6 +172,18 @@ def cursor_of(value: Any) -> str:
         ("title", cursor_of([None, str(uuid.uuid4())])),
         ("due_date", cursor_of([None, str(uuid.uuid4())])),
         ("title", "x" * 501),
+        # A non-string id was a 500 (and a reset connection).
+        ("created_at", cursor_of(["2024-01-01T00:00:00+00:00", 5])),
+        ("created_at", cursor_of(["2024-01-01T00:00:00+00:00", None])),
+        ("created_at", cursor_of(["2024-01-01T00:00:00+00:00", ["x"]])),
+        ("created_at", cursor_of(["2024-01-01T00:00:00+00:00", {"a": 1}])),
+        ("created_at", cursor_of({"a": 1, "b": 2})),
+        ("created_at", cursor_of("ab")),
+        ("created_at", cursor_of(["2024-01-01T00:00:00", str(uuid.uuid4())])),
+        ("created_at", cursor_of(["99999-01-01T00:00:00+00:00", str(uuid.uuid4())])),
+        ("title", cursor_of(["a\u0000b", str(uuid.uuid4())])),
+        ("created_at", "=" * 8),
+        ("created_at", cursor_of("x" * 300)),
     ],
 )
 async def test_a_tampered_cursor_is_422(client: httpx.AsyncClient, user, sort_by, cursor) -> None:
@@ -180,6 +192,17 @@ async def test_a_tampered_cursor_is_422(client: httpx.AsyncClient, user, sort_by
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("page", str(10**19)), ("page", "9223372036854775807"), ("page", "0"), ("page", "1e3")],
+)
+async def test_a_page_out_of_range_is_422(client: httpx.AsyncClient, user, name, value) -> None:
+    """A page whose offset overflowed bigint was refused by the database, naming no field."""
+    response = await client.get("/api/tasks", headers=user[1], params={name: value})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", name]
 
 
 async def test_page_and_page_size(client: httpx.AsyncClient, user) -> None:
