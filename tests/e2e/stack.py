@@ -146,7 +146,8 @@ class Stack:
         self.wait_healthy()
         return self.base_url
 
-    def wait_healthy(self, timeout: float = 60) -> None:
+    def wait_healthy(self, timeout: float = 180) -> None:
+        # Generous: seven processes importing at once on two busy cores take a while.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for process in self.processes:
