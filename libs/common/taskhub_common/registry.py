@@ -50,6 +50,13 @@ SERVICES: tuple[ServiceEntry, ...] = (
         8004,
         patterns=(r"/api/tasks/[^/]+/files(/.*)?",),
     ),
+    ServiceEntry(
+        "analytics",
+        "analytics.app:create_app",
+        "ANALYTICS_URL",
+        8005,
+        prefixes=("/api/analytics/",),
+    ),
 )
 
 GATEWAY_PORT = 8000
