@@ -30,8 +30,18 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
+from sqlalchemy import select
+from starlette.datastructures import State
 
+from analytics.cache import open_cache
+from analytics.consumers import EVENT_HANDLERS
+from analytics.models import TaskFact
+from analytics.settings import AnalyticsSettings
 from bench.tasks.run import fill, percentile
+from taskhub_common.consumer import EventConsumer
+from taskhub_common.contracts import TASK_UPDATED, TaskData
+from taskhub_common.db import Database
+from taskhub_common.events import EventEnvelope
 from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database
 from tests.e2e.stack import REPO, Stack
 
@@ -45,6 +55,58 @@ async def model_size(connection: asyncpg.Connection) -> int:
 async def wait_for_model(connection: asyncpg.Connection, total: int) -> None:
     while await model_size(connection) < total:  # noqa: ASYNC110 - polling another process
         await asyncio.sleep(0.05)
+
+
+async def handler_rate(env: dict[str, str], events: int, concurrency: int = 20) -> float:
+    """Task events per second through the analytics consumer itself (inbox, upsert, history,
+    commit, cache bump), fed from this process with `concurrency` at a time as the broker's
+    prefetch would: a task.updated of an existing task, each newer than the last."""
+    settings = AnalyticsSettings(**{**env, "LOG_LEVEL": "WARNING"})
+    database = Database(settings)
+    state = State()
+    state.cache = open_cache(settings)
+    consumer = EventConsumer("analytics", database, EVENT_HANDLERS, state)
+    try:
+        async with database.sessionmaker() as session:
+            rows = (await session.execute(select(TaskFact).limit(events))).scalars().all()
+        later = datetime.now(UTC)
+        envelopes = [
+            EventEnvelope(
+                type=TASK_UPDATED,
+                producer="tasks",
+                aggregate_id=row.id,
+                data=TaskData(
+                    id=row.id,
+                    title=row.title,
+                    description=row.description,
+                    status="in_progress",
+                    priority=row.priority,
+                    start_date=None,
+                    due_date=row.due_date,
+                    completed_at=None,
+                    notify_overdue=True,
+                    is_deleted=False,
+                    created_by=row.created_by,
+                    assigned_to=row.assigned_to,
+                    tags=[],
+                    created_at=row.created_at,
+                    updated_at=later + timedelta(microseconds=index),
+                ).model_dump(mode="json"),
+            )
+            for index, row in enumerate(rows)
+        ]
+        queue = iter(envelopes)
+
+        async def worker() -> None:
+            for envelope in queue:
+                await consumer.process(envelope)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(envelopes) / (time.perf_counter() - began)
+    finally:
+        await state.cache.store.close()
+        await database.dispose()
 
 
 async def latencies(api: httpx.AsyncClient, headers: dict, path: str, params_for, n: int):
@@ -140,6 +202,9 @@ async def main(total: int, requests: int) -> None:
                         await latencies(api, headers, path, lambda i: {}, requests),
                     )
                 )
+
+            rate = await handler_rate(analytics.env, min(total, 5000))
+            print(f"\nanalytics consumer alone: {rate:.0f} task events/s (20 at a time)")
 
             rebuild_env = {**os.environ, **analytics.env}
             began = time.perf_counter()
