@@ -10,7 +10,6 @@ from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Date,
-    DateTime,
     Float,
     Row,
     and_,
@@ -38,6 +37,8 @@ STATUSES = ("todo", "in_progress", "completed", "overdue")
 PRIORITIES = ("low", "medium", "high", "urgent")
 OPEN_STATUSES = ("todo", "in_progress")
 PERCENTILES = (0.5, 0.75, 0.9, 0.95)
+# Completed, with a completion time: what trends, burn-up and durations count as done.
+COMPLETED = (facts.c.status == "completed", facts.c.completed_at.is_not(None))
 # Fields an event sets only when it is newer than what the row holds.
 VERSIONED_FIELDS = (
     "title",
@@ -89,6 +90,10 @@ class Filters:
         if self.created_to is not None:
             where.append(facts.c.created_at < day_start(self.created_to + timedelta(days=1)))
         return where
+
+
+def days(first_day: date, last_day: date) -> list[date]:
+    return [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
 
 
 def day_start(day: date) -> datetime:
@@ -248,40 +253,51 @@ class AnalyticsRepository:
         )
         return list((await self.session.execute(statement)).all())
 
-    async def trends(self, filters: Filters, first_day: date, last_day: date) -> list[Row]:
-        return await self._daily(filters, first_day, last_day, cumulative=False)
+    async def trends(
+        self, filters: Filters, first_day: date, last_day: date
+    ) -> list[tuple[date, int, int]]:
+        """Per UTC day: tasks created, and tasks completed (by completion time) that day."""
+        created = await self._per_day(filters, facts.c.created_at, first_day)
+        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        return [
+            (day, created.get(day, 0), completed.get(day, 0)) for day in days(first_day, last_day)
+        ]
 
-    async def burnup(self, filters: Filters, first_day: date, last_day: date) -> list[Row]:
-        return await self._daily(filters, first_day, last_day, cumulative=True)
+    async def burnup(
+        self, filters: Filters, first_day: date, last_day: date
+    ) -> list[tuple[date, int, int]]:
+        """Per UTC day: tasks created by its end (the scope) and completed by its end (done)."""
+        start = day_start(first_day)
+        scope = await self._count(filters, facts.c.created_at < start)
+        done = await self._count(filters, *COMPLETED, facts.c.completed_at < start)
+        created = await self._per_day(filters, facts.c.created_at, first_day)
+        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        rows = []
+        for day in days(first_day, last_day):
+            scope += created.get(day, 0)
+            done += completed.get(day, 0)
+            rows.append((day, scope, done))
+        return rows
 
-    async def _daily(
-        self, filters: Filters, first_day: date, last_day: date, cumulative: bool
-    ) -> list[Row]:
-        """Per UTC day: tasks created and tasks completed (by completion time) that day, or, when
-        `cumulative`, by the end of that day (scope and done of a burn-up)."""
-        days = select(
-            cast(
-                func.generate_series(first_day, last_day, literal_column("interval '1 day'")), Date
-            ).label("day")
-        ).subquery()
-        created_day = cast(func.timezone("UTC", facts.c.created_at), Date)
-        completed_day = cast(func.timezone("UTC", facts.c.completed_at), Date)
-        done = and_(facts.c.status == "completed", facts.c.completed_at.is_not(None))
-        if cumulative:
-            created = func.count().filter(created_day <= days.c.day)
-            completed = func.count().filter(done, completed_day <= days.c.day)
-            joined = facts.c.created_at < func.timezone("UTC", cast(days.c.day + 1, DateTime))
-        else:
-            created = func.count().filter(created_day == days.c.day)
-            completed = func.count().filter(done, completed_day == days.c.day)
-            joined = or_(created_day == days.c.day, and_(done, completed_day == days.c.day))
+    async def _per_day(
+        self,
+        filters: Filters,
+        moment: ColumnElement[datetime],
+        first_day: date,
+        conditions: Sequence[ColumnElement[bool]] = (),
+    ) -> dict[date, int]:
+        """How many tasks have `moment` on each UTC day from `first_day` on (an index range)."""
+        day = cast(func.timezone("UTC", moment), Date)
         statement = (
-            select(days.c.day, created.label("created"), completed.label("completed"))
-            .select_from(days.outerjoin(facts, and_(joined, *filters.conditions())))
-            .group_by(days.c.day)
-            .order_by(days.c.day)
+            select(day, func.count())
+            .where(*filters.conditions(), *conditions, moment >= day_start(first_day))
+            .group_by(day)
         )
-        return list((await self.session.execute(statement)).all())
+        return {day: count for day, count in await self.session.execute(statement)}
+
+    async def _count(self, filters: Filters, *conditions: ColumnElement[bool]) -> int:
+        statement = select(func.count()).where(*filters.conditions(), *conditions)
+        return await self.session.scalar(statement.select_from(facts)) or 0
 
     async def completed_durations(self, filters: Filters) -> Row:
         """How many tasks are completed, and the PERCENTILES of their lead (created → completed)
