@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
-	bench-comments bench-files bench-gateway bench-notifier
+	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -35,7 +35,7 @@ dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 
 ## Benchmarks print figures (they are not tests); they need the local servers like `make test`.
-bench: bench-tasks bench-comments bench-files bench-gateway bench-notifier
+bench: bench-tasks bench-comments bench-files bench-gateway bench-notifier bench-analytics
 
 bench-tasks: install
 	$(UV) run --frozen python -m bench.tasks.run
@@ -52,6 +52,16 @@ bench-gateway: install
 
 bench-notifier: install
 	$(UV) run --frozen python -m bench.notifier.run
+
+## Analytics with 100,000 tasks through the gateway: `make bench-analytics TASKS=100000` (the
+## default run is short).
+bench-analytics: install
+	$(UV) run --frozen python -m bench.analytics.run $(if $(TASKS),--tasks $(TASKS))
+
+## Read the tasks service's export into the analytics read model again (the running service
+## keeps taking events meanwhile); uses the same settings (.env) as the analytics service.
+analytics-rebuild: install
+	$(UV) run --frozen python -m analytics.rebuild
 
 lint: install
 	$(UV) run --frozen ruff check .

@@ -58,6 +58,13 @@ SERVICES: tuple[ServiceEntry, ...] = (
         prefixes=("/api/notifications/",),
         patterns=(r"/api/tasks/[^/]+/reminders(/.*)?",),
     ),
+    ServiceEntry(
+        "analytics",
+        "analytics.app:create_app",
+        "ANALYTICS_URL",
+        8005,
+        prefixes=("/api/analytics/",),
+    ),
 )
 
 GATEWAY_PORT = 8000

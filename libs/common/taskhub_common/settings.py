@@ -65,6 +65,7 @@ class ServiceSettings(BaseSettings):
     TASKS_URL: str = "http://127.0.0.1:8002"
     COMMENTS_URL: str = "http://127.0.0.1:8003"
     FILES_URL: str = "http://127.0.0.1:8004"
+    ANALYTICS_URL: str = "http://127.0.0.1:8005"
     NOTIFIER_URL: str = "http://127.0.0.1:8006"
     # How long a request waits for the tasks service to say whether a task exists.
     TASKS_TIMEOUT_SECONDS: float = 5.0

@@ -156,6 +156,15 @@ class TaskRepository:
         by_id = {row.id: _view(row) for row in await self.session.execute(statement)}
         return [by_id[task_id] for task_id in task_ids if task_id in by_id]
 
+    async def export_page(self, after: uuid.UUID | None, limit: int) -> list[dict]:
+        """Every task, deleted ones too, in id order after `after` (keyset: each page is an index
+        range scan, however deep)."""
+        tasks = Task.__table__
+        statement = _view_select().order_by(tasks.c.id).limit(limit)
+        if after is not None:
+            statement = statement.where(tasks.c.id > after)
+        return [_view(row) for row in await self.session.execute(statement)]
+
     async def count(self, query: TaskQuery) -> int:
         statement = select(func.count()).select_from(Task.__table__).where(*self._filters(query))
         return await self.session.scalar(statement) or 0

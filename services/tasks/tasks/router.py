@@ -6,12 +6,14 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 from pydantic import TypeAdapter
 
+from taskhub_common.contracts import TaskData
 from taskhub_common.db import get_session
 from taskhub_common.errors import error_responses
 from taskhub_common.internal_auth import ServiceCaller
 from taskhub_common.routing import service_router
 from taskhub_common.tasks_client import TaskReference
 from taskhub_common.users import KnownCaller
+from tasks.repository import TaskRepository
 from tasks.schemas import (
     BulkCreate,
     OverdueNotice,
@@ -80,6 +82,22 @@ async def delete_task(task_id: uuid.UUID, service: Service) -> Response:
 async def notify_overdue(task_id: uuid.UUID, service: Service) -> OverdueNotice:
     await service.notify_overdue(task_id)
     return OverdueNotice(detail="Overdue notice sent", task_id=task_id)
+
+
+EXPORT_PAGE = TypeAdapter(list[TaskData])
+
+
+@internal_router.get("/export", response_model=list[TaskData])
+async def export_tasks(
+    _: ServiceCaller,
+    session=Depends(get_session),
+    after: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> Response:
+    """Every task (deleted ones too) as task events show it, one page in id order after
+    `after`: what a read model (analytics) is rebuilt from."""
+    views = await TaskRepository(session).export_page(after, limit)
+    return Response(EXPORT_PAGE.dump_json(EXPORT_PAGE.validate_python(views)), media_type=JSON)
 
 
 @internal_router.get("/{task_id}")

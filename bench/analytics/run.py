@@ -1,0 +1,247 @@
+"""Analytics benchmark: N tasks through the tasks bulk endpoint, then the analytics service.
+
+Runs the distributed stack (one uvicorn process per service on the local PostgreSQL, RabbitMQ
+and Redis) and measures:
+  - the event handling rate: task.created events applied to the read model per second (from
+    the first bulk create until the model holds every task, so it includes the tasks relay);
+  - overview, performance and trends p50/p99 through the gateway, uncached (a new filter every
+    request) and cached (the same request again);
+  - the backfill: `python -m analytics.rebuild` reading the whole tasks export;
+  - the .xlsx export of every task: time, and the analytics process's peak RSS growth.
+
+    make bench-analytics                # short: 5,000 tasks
+    make bench-analytics TASKS=100000   # the full run
+Prints figures; asserts nothing. Aims: p50 < 20 ms, > 2,000 events/s, export of 100,000 rows
+< 10 s and < 60 MB.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+from sqlalchemy import select
+from starlette.datastructures import State
+
+from analytics.cache import open_cache
+from analytics.consumers import EVENT_HANDLERS
+from analytics.models import TaskFact
+from analytics.settings import AnalyticsSettings
+from bench.tasks.run import fill, percentile
+from taskhub_common.consumer import EventConsumer
+from taskhub_common.contracts import TASK_UPDATED, TaskData
+from taskhub_common.db import Database
+from taskhub_common.events import EventEnvelope
+from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database
+from tests.e2e.stack import REPO, Stack
+
+DATABASE = "taskhub_bench_analytics"
+
+
+async def model_size(connection: asyncpg.Connection) -> int:
+    return await connection.fetchval("SELECT count(*) FROM analytics.task_facts")
+
+
+async def wait_for_model(connection: asyncpg.Connection, total: int) -> None:
+    while await model_size(connection) < total:  # noqa: ASYNC110 - polling another process
+        await asyncio.sleep(0.05)
+
+
+async def handler_rate(env: dict[str, str], events: int, concurrency: int = 20) -> float:
+    """Task events per second through the analytics consumer itself (inbox, upsert, history,
+    commit, cache bump), fed from this process with `concurrency` at a time as the broker's
+    prefetch would: a task.updated of an existing task, each newer than the last."""
+    settings = AnalyticsSettings(**{**env, "LOG_LEVEL": "WARNING"})
+    database = Database(settings)
+    state = State()
+    state.cache = open_cache(settings)
+    consumer = EventConsumer("analytics", database, EVENT_HANDLERS, state)
+    try:
+        async with database.sessionmaker() as session:
+            rows = (await session.execute(select(TaskFact).limit(events))).scalars().all()
+        later = datetime.now(UTC)
+        envelopes = [
+            EventEnvelope(
+                type=TASK_UPDATED,
+                producer="tasks",
+                aggregate_id=row.id,
+                data=TaskData(
+                    id=row.id,
+                    title=row.title,
+                    description=row.description,
+                    status="in_progress",
+                    priority=row.priority,
+                    start_date=None,
+                    due_date=row.due_date,
+                    completed_at=None,
+                    notify_overdue=True,
+                    is_deleted=False,
+                    created_by=row.created_by,
+                    assigned_to=row.assigned_to,
+                    tags=[],
+                    created_at=row.created_at,
+                    updated_at=later + timedelta(microseconds=index),
+                ).model_dump(mode="json"),
+            )
+            for index, row in enumerate(rows)
+        ]
+        queue = iter(envelopes)
+
+        async def worker() -> None:
+            for envelope in queue:
+                await consumer.process(envelope)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(envelopes) / (time.perf_counter() - began)
+    finally:
+        await state.cache.store.close()
+        await database.dispose()
+
+
+async def latencies(api: httpx.AsyncClient, headers: dict, path: str, params_for, n: int):
+    timings = []
+    for i in range(n):
+        began = time.perf_counter()
+        response = await api.get(f"/api/analytics/{path}", headers=headers, params=params_for(i))
+        timings.append(time.perf_counter() - began)
+        response.raise_for_status()
+    return timings
+
+
+def report(name: str, timings: list[float]) -> str:
+    p50 = statistics.median(timings) * 1000
+    return f"{name:<32}{p50:>8.1f}{percentile(timings, 0.99) * 1000:>8.1f}"
+
+
+class PeakRss:
+    """Samples a process's RSS every 20 ms in a thread; `growth` is peak minus the start."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+async def main(total: int, requests: int) -> None:
+    await recreate_database(DATABASE)
+    workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-analytics-"))
+    stack = Stack(
+        "distributed",
+        workdir,
+        database=DATABASE,
+        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"},
+    )
+    connection = None
+    try:
+        try:
+            base_url = stack.start()
+        except RuntimeError:
+            # Slow starts on a busy machine: give the stack longer than its default minute.
+            stack.wait_healthy(timeout=300)
+            base_url = stack.base_url
+        analytics = next(process for process in stack.processes if process.name == "analytics")
+        connection = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, database=DATABASE
+        )
+        async with httpx.AsyncClient(base_url=base_url, timeout=120) as api:
+            account = (await api.post("/api/auth/register", json=new_user())).json()
+            headers = {"Authorization": f"Bearer {account['access_token']}"}
+            began = time.perf_counter()
+            await fill(api, headers, total)
+            filled = time.perf_counter() - began
+            await wait_for_model(connection, total)
+            applied = time.perf_counter() - began
+            print(f"{total} tasks: bulk-created in {filled:.1f} s, all in the read model after")
+            print(f"  {applied:.1f} s: {total / applied:.0f} task events/s end to end")
+            await connection.execute("ANALYZE analytics.task_facts")
+
+            today = datetime.now(UTC).date()
+            print(f"\n{'through the gateway':<32}{'p50 ms':>8}{'p99 ms':>8}")
+
+            def uncached(i: int) -> dict:
+                # A different `to` day each request: a distinct cache key, the same rows.
+                return {"to": str(today + timedelta(days=1 + i))}
+
+            for path in ("overview", "performance", "trends"):
+                print(
+                    report(
+                        f"{path} uncached", await latencies(api, headers, path, uncached, requests)
+                    )
+                )
+                print(
+                    report(
+                        f"{path} cached",
+                        await latencies(api, headers, path, lambda i: {}, requests),
+                    )
+                )
+
+            rate = await handler_rate(analytics.env, min(total, 5000))
+            print(f"\nanalytics consumer alone: {rate:.0f} task events/s (20 at a time)")
+
+            rebuild_env = {**os.environ, **analytics.env}
+            began = time.perf_counter()
+            rebuild = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "analytics.rebuild",
+                cwd=REPO,
+                env=rebuild_env,
+                stdout=subprocess.DEVNULL,
+            )
+            assert await rebuild.wait() == 0, "the rebuild failed"
+            took = time.perf_counter() - began
+            print(f"\nbackfill (make analytics-rebuild) of {total} tasks: {took:.1f} s")
+
+            assert analytics.popen is not None
+            with PeakRss(analytics.popen.pid) as rss:
+                began = time.perf_counter()
+                size = 0
+                async with api.stream("GET", "/api/analytics/export", headers=headers) as response:
+                    response.raise_for_status()
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                took = time.perf_counter() - began
+            print(
+                f"export .xlsx of {total} rows: {took:.1f} s, {size / 2**20:.1f} MB, "
+                f"analytics peak RSS growth {rss.growth_mb:.1f} MB"
+            )
+    finally:
+        if connection is not None:
+            await connection.close()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5_000, help="100000 for the full run")
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.tasks, args.requests))

@@ -1,0 +1,373 @@
+"""Every query of the analytics service, on its read model."""
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Date,
+    Float,
+    Row,
+    and_,
+    any_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from analytics.models import Backfill, TaskFact, TaskHistory
+from taskhub_common.contracts import TaskData
+from taskhub_common.users import users
+
+facts = TaskFact.__table__
+history = TaskHistory.__table__
+
+STATUSES = ("todo", "in_progress", "completed", "overdue")
+PRIORITIES = ("low", "medium", "high", "urgent")
+OPEN_STATUSES = ("todo", "in_progress")
+PERCENTILES = (0.5, 0.75, 0.9, 0.95)
+# Completed, with a completion time: what trends, burn-up and durations count as done.
+COMPLETED = (facts.c.status == "completed", facts.c.completed_at.is_not(None))
+# Fields an event sets only when it is newer than what the row holds.
+VERSIONED_FIELDS = (
+    "title",
+    "description",
+    "status",
+    "priority",
+    "due_date",
+    "completed_at",
+    "created_by",
+    "assigned_to",
+    "tags",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters every endpoint takes; `created_from`/`created_to` bound the creation day
+    (inclusive, UTC)."""
+
+    assigned_to: uuid.UUID | None = None
+    created_by: uuid.UUID | None = None
+    tag: str | None = None
+    created_from: date | None = None
+    created_to: date | None = None
+
+    def key(self) -> str:
+        return "|".join(
+            str(value or "")
+            for value in (
+                self.assigned_to,
+                self.created_by,
+                self.tag,
+                self.created_from,
+                self.created_to,
+            )
+        )
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = [facts.c.is_deleted.is_(False)]
+        if self.assigned_to is not None:
+            where.append(facts.c.assigned_to == self.assigned_to)
+        if self.created_by is not None:
+            where.append(facts.c.created_by == self.created_by)
+        if self.tag is not None:
+            where.append(literal(self.tag) == any_(facts.c.tags))
+        if self.created_from is not None:
+            where.append(facts.c.created_at >= day_start(self.created_from))
+        if self.created_to is not None:
+            where.append(facts.c.created_at < day_start(self.created_to + timedelta(days=1)))
+        return where
+
+
+def days(first_day: date, last_day: date) -> list[date]:
+    return [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def fact_values(task: TaskData) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "description": task.description,
+        "status": task.status,
+        "priority": task.priority,
+        "due_date": task.due_date,
+        "completed_at": task.completed_at,
+        "is_deleted": task.is_deleted,
+        "created_by": task.created_by,
+        "assigned_to": task.assigned_to,
+        "tags": [tag.name for tag in task.tags],
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.updated_at if task.status == "in_progress" else None,
+    }
+
+
+def _upsert_facts():
+    statement = insert(facts)
+    incoming = statement.excluded
+    newer = facts.c.updated_at < incoming.updated_at
+    return statement.on_conflict_do_update(
+        index_elements=[facts.c.id],
+        set_={
+            **{
+                name: case((newer, incoming[name]), else_=facts.c[name])
+                for name in VERSIONED_FIELDS
+            },
+            "updated_at": func.greatest(facts.c.updated_at, incoming.updated_at),
+            "is_deleted": facts.c.is_deleted | incoming.is_deleted,
+            # LEAST ignores NULLs: the earliest in-progress sighting, in whatever order.
+            "started_at": func.least(facts.c.started_at, incoming.started_at),
+        },
+    )
+
+
+UPSERT_FACTS = _upsert_facts()
+INSERT_HISTORY = insert(history).on_conflict_do_nothing(
+    index_elements=[history.c.task_id, history.c.changed_at]
+)
+
+
+class AnalyticsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # Writes: order-safe and idempotent (see UPSERT_FACTS).
+
+    async def apply(self, tasks: Sequence[TaskData], deleted: bool = False) -> None:
+        """Take tasks as events or the export describe them (one statement each table)."""
+        rows = [fact_values(task) | ({"is_deleted": True} if deleted else {}) for task in tasks]
+        if not rows:
+            return
+        await self.session.execute(UPSERT_FACTS, rows)
+        await self.session.execute(
+            INSERT_HISTORY,
+            [
+                {
+                    "task_id": row["id"],
+                    "changed_at": row["updated_at"],
+                    "status": row["status"],
+                    "assigned_to": row["assigned_to"],
+                }
+                for row in rows
+            ],
+        )
+
+    async def backfill_done(self) -> bool:
+        return (await self.session.scalar(select(func.count()).select_from(Backfill))) > 0
+
+    async def record_backfill(self, tasks: int) -> None:
+        await self.session.execute(
+            insert(Backfill).values(tasks=tasks, finished_at=datetime.now(UTC))
+        )
+
+    # Reads.
+
+    async def overview(self, filters: Filters) -> dict[str, Any]:
+        counts = (
+            await self.session.execute(
+                select(facts.c.status, facts.c.priority, func.count(), self._overdue_count())
+                .where(*filters.conditions())
+                .group_by(facts.c.status, facts.c.priority)
+            )
+        ).all()
+        by_status = dict.fromkeys(STATUSES, 0)
+        by_priority = dict.fromkeys(PRIORITIES, 0)
+        overdue = 0
+        for status, priority, count, late in counts:
+            by_status[status] = by_status.get(status, 0) + count
+            by_priority[priority] = by_priority.get(priority, 0) + count
+            overdue += late
+        return {
+            "total_tasks": sum(by_status.values()),
+            "completed": by_status["completed"],
+            "in_progress": by_status["in_progress"],
+            "todo": by_status["todo"],
+            "overdue": overdue,
+            "by_priority": by_priority,
+            "by_status": by_status,
+        }
+
+    @staticmethod
+    def _overdue_count() -> ColumnElement[int]:
+        """Overdue: marked so by the sweep, or open and past due (the sweep runs every few
+        minutes)."""
+        return func.count().filter(
+            or_(
+                facts.c.status == "overdue",
+                and_(facts.c.status.in_(OPEN_STATUSES), facts.c.due_date < func.now()),
+            )
+        )
+
+    async def performance(self, filters: Filters) -> list[Row]:
+        completed = facts.c.status == "completed"
+        cycle_hours = (
+            func.extract(
+                "epoch",
+                facts.c.completed_at - func.coalesce(facts.c.started_at, facts.c.created_at),
+            )
+            / 3600
+        )
+        per_user = (
+            select(
+                facts.c.assigned_to.label("user_id"),
+                func.count().label("total_assigned"),
+                func.count().filter(completed).label("completed"),
+                func.count().filter(facts.c.status == "in_progress").label("in_progress"),
+                self._overdue_count().label("overdue"),
+                func.count()
+                .filter(completed, facts.c.due_date.is_not(None))
+                .label("completed_with_due_date"),
+                func.count()
+                .filter(completed, facts.c.completed_at <= facts.c.due_date)
+                .label("completed_on_time"),
+                func.percentile_cont(0.5)
+                .within_group(cycle_hours)
+                .filter(completed, facts.c.completed_at.is_not(None))
+                .label("median_cycle_time_hours"),
+            )
+            .where(*filters.conditions(), facts.c.assigned_to.is_not(None))
+            .group_by(facts.c.assigned_to)
+            .subquery()
+        )
+        statement = (
+            select(per_user, users.c.username, users.c.full_name)
+            .select_from(per_user.outerjoin(users, users.c.id == per_user.c.user_id))
+            .order_by(users.c.username, per_user.c.user_id)
+        )
+        return list((await self.session.execute(statement)).all())
+
+    async def trends(
+        self, filters: Filters, first_day: date, last_day: date
+    ) -> list[tuple[date, int, int]]:
+        """Per UTC day: tasks created, and tasks completed (by completion time) that day."""
+        created = await self._per_day(filters, facts.c.created_at, first_day)
+        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        return [
+            (day, created.get(day, 0), completed.get(day, 0)) for day in days(first_day, last_day)
+        ]
+
+    async def burnup(
+        self, filters: Filters, first_day: date, last_day: date
+    ) -> list[tuple[date, int, int]]:
+        """Per UTC day: tasks created by its end (the scope) and completed by its end (done)."""
+        start = day_start(first_day)
+        scope = await self._count(filters, facts.c.created_at < start)
+        done = await self._count(filters, *COMPLETED, facts.c.completed_at < start)
+        created = await self._per_day(filters, facts.c.created_at, first_day)
+        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        rows = []
+        for day in days(first_day, last_day):
+            scope += created.get(day, 0)
+            done += completed.get(day, 0)
+            rows.append((day, scope, done))
+        return rows
+
+    async def _per_day(
+        self,
+        filters: Filters,
+        moment: ColumnElement[datetime],
+        first_day: date,
+        conditions: Sequence[ColumnElement[bool]] = (),
+    ) -> dict[date, int]:
+        """How many tasks have `moment` on each UTC day from `first_day` on (an index range)."""
+        day = cast(func.timezone("UTC", moment), Date)
+        statement = (
+            select(day, func.count())
+            .where(*filters.conditions(), *conditions, moment >= day_start(first_day))
+            .group_by(day)
+        )
+        return {day: count for day, count in await self.session.execute(statement)}
+
+    async def _count(self, filters: Filters, *conditions: ColumnElement[bool]) -> int:
+        statement = select(func.count()).where(*filters.conditions(), *conditions)
+        return await self.session.scalar(statement.select_from(facts)) or 0
+
+    async def completed_durations(self, filters: Filters) -> Row:
+        """How many tasks are completed, and the PERCENTILES of their lead (created → completed)
+        and cycle (first in progress → completed) times in hours."""
+
+        def percentiles(start: ColumnElement) -> ColumnElement:
+            hours = func.extract("epoch", facts.c.completed_at - start) / 3600
+            fractions = literal_column(f"ARRAY{list(PERCENTILES)}::float8[]")
+            return type_coerce(func.percentile_cont(fractions).within_group(hours), ARRAY(Float))
+
+        statement = select(
+            func.count().label("count"),
+            percentiles(facts.c.created_at).label("lead"),
+            percentiles(func.coalesce(facts.c.started_at, facts.c.created_at)).label("cycle"),
+        ).where(
+            *filters.conditions(),
+            facts.c.status == "completed",
+            facts.c.completed_at.is_not(None),
+        )
+        return (await self.session.execute(statement)).one()
+
+    async def hours_in_status(self, filters: Filters) -> list[Row]:
+        """Per status: the hours the tasks spent in it (each history entry lasts until the next
+        one, the last until now unless completed) and how many tasks were ever in it."""
+        task_ids = select(facts.c.id).where(*filters.conditions())
+        next_change = func.lead(history.c.changed_at).over(
+            partition_by=history.c.task_id, order_by=history.c.changed_at
+        )
+        spans = (
+            select(
+                history.c.task_id,
+                history.c.status,
+                history.c.changed_at,
+                next_change.label("until"),
+            )
+            .where(history.c.task_id.in_(task_ids))
+            .subquery()
+        )
+        ends = func.coalesce(
+            spans.c.until,
+            case((spans.c.status == "completed", spans.c.changed_at), else_=func.now()),
+        )
+        statement = select(
+            spans.c.status,
+            func.sum(func.extract("epoch", ends - spans.c.changed_at) / 3600).label("hours"),
+            func.count(spans.c.task_id.distinct()).label("tasks"),
+        ).group_by(spans.c.status)
+        return list((await self.session.execute(statement)).all())
+
+    async def export_rows(self, filters: Filters) -> AsyncIterator[Row]:
+        """The export's rows, streamed from a server-side cursor (memory does not grow with
+        the number of rows)."""
+        statement = (
+            select(
+                facts.c.id,
+                facts.c.title,
+                facts.c.description,
+                facts.c.status,
+                facts.c.priority,
+                users.c.username.label("assignee"),
+                facts.c.tags,
+                facts.c.due_date,
+                facts.c.created_at,
+                facts.c.completed_at,
+            )
+            .select_from(facts.outerjoin(users, users.c.id == facts.c.assigned_to))
+            .where(*filters.conditions())
+            .order_by(facts.c.created_at, facts.c.id)
+            .execution_options(yield_per=1000)
+        )
+        result = await self.session.stream(statement)
+        async for row in result:
+            yield row
