@@ -143,7 +143,13 @@ class Stack:
         for process in self.processes:
             process.start()
         self.base_url = f"http://127.0.0.1:{gateway_port}"
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            # Not left running (and holding ports and connections) by a start that failed.
+            for process in self.processes:
+                process.kill()
+            raise
         return self.base_url
 
     def wait_healthy(self, timeout: float = 60) -> None:
