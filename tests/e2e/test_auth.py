@@ -139,6 +139,21 @@ async def test_logout_revokes_the_refresh_token(api: httpx.AsyncClient) -> None:
     assert refresh.status_code == 401
 
 
+async def test_logout_denies_the_access_token_in_every_service(api: httpx.AsyncClient) -> None:
+    account = await register(api)
+    headers = bearer(account["access_token"])
+    # Each service (and the gateway) has verified and cached the token before the logout.
+    task = await api.post("/api/tasks", headers=headers, json={"title": "before logout"})
+    assert task.status_code == 201
+    comments = f"/api/tasks/{task.json()['id']}/comments"
+    assert (await api.get(comments, headers=headers)).status_code == 200
+    assert (await api.get("/api/auth/me", headers=headers)).status_code == 200
+    response = await api.post("/api/auth/logout", headers=headers)
+    assert response.status_code == 204
+    for path in ("/api/tasks", comments, "/api/auth/me"):
+        assert (await api.get(path, headers=headers)).status_code == 401, path
+
+
 async def test_login_is_rate_limited_per_ip(api: httpx.AsyncClient) -> None:
     body = {"email": "nobody@example.com", "password": "whatever1"}
     statuses = [(await api.post("/api/auth/login", json=body)).status_code for _ in range(11)]
