@@ -50,6 +50,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
         8004,
         patterns=(r"/api/tasks/[^/]+/files(/.*)?",),
     ),
+    ServiceEntry(
+        "notifier",
+        "notifier.app:create_app",
+        "NOTIFIER_URL",
+        8006,
+        prefixes=("/api/notifications/",),
+        patterns=(r"/api/tasks/[^/]+/reminders(/.*)?",),
+    ),
 )
 
 GATEWAY_PORT = 8000
