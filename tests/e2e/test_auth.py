@@ -10,7 +10,7 @@ import pytest
 
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.testing import RABBITMQ_URL, bearer, new_user
-from tests.e2e.accounts import register
+from tests.e2e.accounts import E2E_REFRESH_GRACE_SECONDS, register
 from tests.e2e.stack import Stack
 
 
@@ -122,9 +122,19 @@ async def test_refresh_rotation_and_reuse_detection(api: httpx.AsyncClient) -> N
     assert (
         await api.get("/api/auth/me", headers=bearer(rotated.json()["access_token"]))
     ).status_code == 200
+    # At once, it is a second tab: the same pair. Past the grace (1 s here), a reuse.
+    second_tab = await api.post(
+        "/api/auth/refresh", json={"refresh_token": account["refresh_token"]}
+    )
+    assert second_tab.json() == rotated.json()
+    await asyncio.sleep(E2E_REFRESH_GRACE_SECONDS + 0.5)
     replay = await api.post("/api/auth/refresh", json={"refresh_token": account["refresh_token"]})
     assert replay.status_code == 401
     assert (await api.post("/api/auth/refresh", json={"refresh_token": newest})).status_code == 401
+    # The family's access token is denied too, in identity and behind the gateway elsewhere.
+    for path in ("/api/auth/me", "/api/tasks"):
+        denied = await api.get(path, headers=bearer(rotated.json()["access_token"]))
+        assert denied.status_code == 401, path
 
 
 async def test_logout_revokes_the_refresh_token(api: httpx.AsyncClient) -> None:
