@@ -2,31 +2,17 @@
 nothing and dead-letters nothing; a database cut answers 503, never 500; readiness tells."""
 
 import asyncio
-import time
 
 import asyncpg
 import httpx
+import pytest
 
-from taskhub_common.dlq import inspect_dead_letters
-from taskhub_common.testing import RABBITMQ_URL, TcpProxy
+from taskhub_common.testing import TcpProxy
 from tests.e2e.accounts import register
+from tests.faults.checks import BURST, CONSUMERS, all_ready, nothing_lost, readiness, wait_for
 
-BURST = 1_000
-# The services that keep a table of deleted tasks, filled from task.deleted.
-TASK_DELETED_CONSUMERS = ("comments", "files", "notifier")
-CONSUMERS = ("tasks", *TASK_DELETED_CONSUMERS)
-OUTBOXES = ("identity", "tasks", "comments", "files", "notifier")
-
-
-async def readiness(api: httpx.AsyncClient) -> dict[str, dict]:
-    return (await api.get("/api/health")).json()["services"]
-
-
-async def wait_for(check, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.5)
+# The first test also waits for the stack to start (six processes), and a burst takes time.
+pytestmark = pytest.mark.timeout(300)
 
 
 async def test_a_broker_cut_mid_burst_loses_nothing(
@@ -62,35 +48,8 @@ async def test_a_broker_cut_mid_burst_loses_nothing(
 
     broker_proxy.start()
 
-    async def everything_arrived() -> bool:
-        for service in TASK_DELETED_CONSUMERS:
-            count = await database.fetchval(
-                f"SELECT count(*) FROM {service}.deleted_tasks WHERE task_id = ANY($1::uuid[])",  # noqa: S608
-                task_ids,
-            )
-            if count != BURST:
-                return False
-        return True
-
-    await wait_for(everything_arrived, 120, "every task.deleted reached every consumer")
-
-    async def outboxes_drained() -> bool:
-        for schema in OUTBOXES:
-            unsent = await database.fetchval(
-                f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL"  # noqa: S608
-            )
-            if unsent:
-                return False
-        return True
-
-    await wait_for(outboxes_drained, 60, "every outbox drained")
-    for service in CONSUMERS:
-        assert await inspect_dead_letters(RABBITMQ_URL, service) == [], service
-
-    async def all_ready() -> bool:
-        return all(check["status"] == "ok" for check in (await readiness(api)).values())
-
-    await wait_for(all_ready, 30, "every service ready again")
+    await nothing_lost(database, task_ids)
+    await wait_for(lambda: all_ready(api), 30, "every service ready again")
 
 
 async def test_a_database_cut_is_503_not_500_and_readiness_tells(
