@@ -89,7 +89,7 @@ class Stack:
     # The ports of the registry and PORT for the gateway; otherwise any free ports.
     fixed_ports: bool = False
     # How long the processes may take to come up (six of them import and migrate at once).
-    start_timeout: float = 60
+    start_timeout: float = 180
     processes: list[Process] = field(default_factory=list)
     base_url: str = ""
 
@@ -154,7 +154,8 @@ class Stack:
             raise
         return self.base_url
 
-    def wait_healthy(self, timeout: float = 60) -> None:
+    def wait_healthy(self, timeout: float = 180) -> None:
+        # Generous: seven processes importing at once on two busy cores take a while.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for process in self.processes:

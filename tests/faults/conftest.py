@@ -42,7 +42,6 @@ async def stack(
         "distributed",
         tmp_path_factory.mktemp("faults"),
         database="taskhub_faults",
-        start_timeout=120,
         extra_env={
             "ENVIRONMENT": "test",
             "DB_PORT": str(database_proxy.port),

@@ -24,6 +24,7 @@ HOP_BY_HOP = {
     "transfer-encoding",
     "upgrade",
 }
+HOP_BY_HOP_RAW = {name.encode("latin-1") for name in HOP_BY_HOP}
 # Set by the gateway itself; a client must not be able to supply them.
 OWN_HEADERS = {
     "host",
@@ -114,6 +115,6 @@ async def forward(request: Request, upstream: Upstream, path: str) -> Response:
     response.raw_headers = [
         (name, value)
         for name, value in upstream_response.headers.raw
-        if name.decode("latin-1").lower() not in HOP_BY_HOP
+        if name.lower() not in HOP_BY_HOP_RAW
     ]
     return response

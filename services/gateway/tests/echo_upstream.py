@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 def echo_app() -> FastAPI:
@@ -27,6 +27,16 @@ def echo_app() -> FastAPI:
                 "body_size": size,
             }
         )
+
+    @app.get("/api/big/{size}")
+    async def big(size: int) -> StreamingResponse:
+        """`size` bytes in chunks, with no Content-Length: the gateway must stream them."""
+
+        async def chunks():
+            for start in range(0, size, 65536):
+                yield b"y" * min(65536, size - start)
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
 
     @app.get("/api/slow/{seconds}")
     async def slow(seconds: float) -> dict:

@@ -26,7 +26,7 @@ async def echo_url(echo: FastAPI) -> AsyncIterator[str]:
 @pytest.fixture
 def extra_upstreams(echo_url: str) -> list[Upstream]:
     return [
-        Upstream("echo", echo_url, ("/api/echo/", "/api/slow/", "/api/cookies"), ""),
+        Upstream("echo", echo_url, ("/api/echo/", "/api/slow/", "/api/big/", "/api/cookies"), ""),
         Upstream("down", f"http://127.0.0.1:{free_port()}", ("/api/down/",), ""),
     ]
 
@@ -99,6 +99,22 @@ async def test_large_body_is_streamed_through(make_gateway, client_for, extra_up
         response = await client.post("/api/echo/upload", headers=bearer(token), content=body())
     assert response.status_code == 200
     assert response.json()["body_size"] == size
+
+
+async def test_small_answers_are_sent_whole_and_large_ones_streamed(
+    make_gateway, client_for, extra_upstreams
+) -> None:
+    size = 3 * 1024 * 1024  # above BUFFER_BODY_BYTES
+    async with make_gateway(extra_upstreams) as app, client_for(app) as client:
+        token = await token_for(client)
+        small = await client.get("/api/echo/small", headers=bearer(token))
+        large = await client.get(f"/api/big/{size}", headers=bearer(token))
+    assert small.status_code == 200
+    assert int(small.headers["content-length"]) == len(small.content)
+    assert small.json()["path"] == "/api/echo/small"
+    assert large.status_code == 200
+    assert "content-length" not in large.headers
+    assert large.content == b"y" * size
 
 
 async def test_repeated_response_headers_survive(make_gateway, client_for, extra_upstreams) -> None:
