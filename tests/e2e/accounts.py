@@ -6,6 +6,9 @@ import httpx
 
 from taskhub_common.testing import bearer, new_user
 
+# The stacks' refresh grace: short, so that a reuse past it is tested without a long wait.
+E2E_REFRESH_GRACE_SECONDS = 1
+
 
 async def register(api: httpx.AsyncClient, body: dict | None = None) -> dict:
     """A new account: the registration body, the auth response and ready-made headers."""

@@ -10,6 +10,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from taskhub_common.testing import TcpProxy, recreate_database
+from tests.e2e.accounts import E2E_REFRESH_GRACE_SECONDS
 from tests.e2e.stack import Stack, free_port
 
 
@@ -41,7 +42,11 @@ async def stack(
     running = Stack(
         request.param,
         workdir,
-        extra_env={"ENVIRONMENT": "test", "TRUSTED_PROXIES": "127.0.0.1"},
+        extra_env={
+            "ENVIRONMENT": "test",
+            "TRUSTED_PROXIES": "127.0.0.1",
+            "REFRESH_GRACE_SECONDS": str(E2E_REFRESH_GRACE_SECONDS),
+        },
         service_env={
             "tasks": {"REDIS_PORT": str(tasks_redis.port)},
             # The embedded mode keeps files under DATA_DIR; the distributed one in S3.

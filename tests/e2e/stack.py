@@ -88,6 +88,8 @@ class Stack:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # The ports of the registry and PORT for the gateway; otherwise any free ports.
     fixed_ports: bool = False
+    # How long the processes may take to come up (six of them import and migrate at once).
+    start_timeout: float = 180
     processes: list[Process] = field(default_factory=list)
     base_url: str = ""
 
@@ -143,7 +145,13 @@ class Stack:
         for process in self.processes:
             process.start()
         self.base_url = f"http://127.0.0.1:{gateway_port}"
-        self.wait_healthy()
+        try:
+            self.wait_healthy(self.start_timeout)
+        except BaseException:
+            # Not left running (and holding ports and connections) by a start that failed.
+            for process in self.processes:
+                process.kill()
+            raise
         return self.base_url
 
     def wait_healthy(self, timeout: float = 180) -> None:

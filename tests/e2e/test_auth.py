@@ -10,7 +10,7 @@ import pytest
 
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.testing import RABBITMQ_URL, bearer, new_user
-from tests.e2e.accounts import register
+from tests.e2e.accounts import E2E_REFRESH_GRACE_SECONDS, register
 from tests.e2e.stack import Stack
 
 
@@ -122,9 +122,19 @@ async def test_refresh_rotation_and_reuse_detection(api: httpx.AsyncClient) -> N
     assert (
         await api.get("/api/auth/me", headers=bearer(rotated.json()["access_token"]))
     ).status_code == 200
+    # At once, it is a second tab: the same pair. Past the grace (1 s here), a reuse.
+    second_tab = await api.post(
+        "/api/auth/refresh", json={"refresh_token": account["refresh_token"]}
+    )
+    assert second_tab.json() == rotated.json()
+    await asyncio.sleep(E2E_REFRESH_GRACE_SECONDS + 0.5)
     replay = await api.post("/api/auth/refresh", json={"refresh_token": account["refresh_token"]})
     assert replay.status_code == 401
     assert (await api.post("/api/auth/refresh", json={"refresh_token": newest})).status_code == 401
+    # The family's access token is denied too, in identity and behind the gateway elsewhere.
+    for path in ("/api/auth/me", "/api/tasks"):
+        denied = await api.get(path, headers=bearer(rotated.json()["access_token"]))
+        assert denied.status_code == 401, path
 
 
 async def test_logout_revokes_the_refresh_token(api: httpx.AsyncClient) -> None:
@@ -137,6 +147,21 @@ async def test_logout_revokes_the_refresh_token(api: httpx.AsyncClient) -> None:
     assert response.status_code == 204
     refresh = await api.post("/api/auth/refresh", json={"refresh_token": account["refresh_token"]})
     assert refresh.status_code == 401
+
+
+async def test_logout_denies_the_access_token_in_every_service(api: httpx.AsyncClient) -> None:
+    account = await register(api)
+    headers = bearer(account["access_token"])
+    # Each service (and the gateway) has verified and cached the token before the logout.
+    task = await api.post("/api/tasks", headers=headers, json={"title": "before logout"})
+    assert task.status_code == 201
+    comments = f"/api/tasks/{task.json()['id']}/comments"
+    assert (await api.get(comments, headers=headers)).status_code == 200
+    assert (await api.get("/api/auth/me", headers=headers)).status_code == 200
+    response = await api.post("/api/auth/logout", headers=headers)
+    assert response.status_code == 204
+    for path in ("/api/tasks", comments, "/api/auth/me"):
+        assert (await api.get(path, headers=headers)).status_code == 401, path
 
 
 async def test_login_is_rate_limited_per_ip(api: httpx.AsyncClient) -> None:

@@ -20,6 +20,7 @@ from taskhub_common.limits import RequestLimitsMiddleware
 from taskhub_common.logs import configure_logging, service_var
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
+from taskhub_common.revocation import make_deny_list
 from taskhub_common.settings import ServiceSettings
 from taskhub_common.tasks_client import TasksClient
 from taskhub_common.users import RecentCallers
@@ -98,8 +99,12 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             if spec.key_source
             else JwksKeySource(identity_client, ttl=settings.JWKS_CACHE_SECONDS)
         )
+        app.state.deny_list = make_deny_list(settings.redis_url)
         app.state.token_verifier = TokenVerifier(
-            key_source, audience=settings.JWT_AUDIENCE, issuer=settings.JWT_ISSUER
+            key_source,
+            audience=settings.JWT_AUDIENCE,
+            issuer=settings.JWT_ISSUER,
+            deny_list=app.state.deny_list,
         )
         for hook in spec.on_startup:
             await hook(app)
@@ -118,6 +123,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             for hook in spec.on_shutdown:
                 await hook(app)
             await identity_client.aclose()
+            await app.state.deny_list.close()
             if spec.asks_tasks:
                 await app.state.tasks_client.client.aclose()
             if subscription is not None:

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
+from taskhub_common.revocation import DenyList
 
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "RS256", "ES256")
 MIN_FETCH_INTERVAL = 5.0
@@ -79,20 +80,21 @@ class JwksKeySource:
 class TokenVerifier:
     """Checks an access token's signature and claims, and remembers the tokens it accepted until
     they expire: the same token arrives with every request of a session, and an EdDSA check is
-    the dearest step of a cached read. Access tokens are not revocable before `exp` (logout
-    revokes refresh tokens), so a remembered token is exactly as valid as a checked one.
-    Refusals are never remembered; the cache is keyed by the token's SHA-256 and bounded, the
-    oldest entry making room."""
+    the dearest step of a cached read. A revoked token (logout) is refused by the deny list,
+    which is asked on every request, remembered token or not. Refusals are never remembered;
+    the cache is keyed by the token's SHA-256 and bounded, the oldest entry making room."""
 
     def __init__(
         self,
         keys: KeySource,
         audience: str,
         issuer: str,
+        deny_list: DenyList | None = None,
         max_cached: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
+        self.deny_list = deny_list
         self.audience = audience
         self.issuer = issuer
         self.max_cached = max_cached
@@ -100,6 +102,12 @@ class TokenVerifier:
         self._accepted: dict[bytes, Principal] = {}
 
     async def verify(self, token: str) -> Principal:
+        principal = await self._verified(token)
+        if self.deny_list is not None and await self.deny_list.is_denied(principal.token_id):
+            raise NotAuthenticated("Token revoked")
+        return principal
+
+    async def _verified(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).digest()
         principal = self._accepted.get(digest)
         if principal is not None and principal.token == token:

@@ -120,6 +120,10 @@ async def run_after_commit(session: AsyncSession) -> None:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request; the route class commits it before the response is sent."""
+    opened_by_route = getattr(request.state, "db_session", None)
+    if opened_by_route is not None:  # a request with an Idempotency-Key (routing.py)
+        yield opened_by_route
+        return
     database: Database = request.app.state.database
     async with database.sessionmaker() as session:
         request.state.db_session = session

@@ -7,7 +7,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from taskhub_common import deleted_tasks as deleted_tasks_table
-from taskhub_common import outbox, users
+from taskhub_common import idempotency, outbox, users
 from taskhub_common.db import Database
 from taskhub_common.settings import ServiceSettings
 
@@ -22,7 +22,7 @@ def run_migrations(
     (alembic's command line, e.g. `alembic revision --autogenerate`)."""
     connection = context.config.attributes.get("connection")
     schema = context.config.attributes.get("schema", settings.schema_name)
-    metadata = [service_metadata, outbox.metadata]
+    metadata = [service_metadata, outbox.metadata, idempotency.metadata]
     if user_directory:
         metadata.append(users.metadata)
     if deleted_tasks:

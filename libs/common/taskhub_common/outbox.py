@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskhub_common.bus import EventBus
 from taskhub_common.db import Database
 from taskhub_common.events import EventEnvelope
+from taskhub_common.idempotency import prune_idempotency_keys
 from taskhub_common.logs import trace_headers
 
 logger = logging.getLogger(__name__)
@@ -245,3 +246,5 @@ class OutboxRelay:
             await session.execute(
                 delete(inbox).where(inbox.c.processed_at < func.now() - self.keep_processed)
             )
+            # Idempotency keys past their 24 hours: pruned as seldom as the inbox.
+            await prune_idempotency_keys(session)

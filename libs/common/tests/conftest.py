@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, Uuid, text
 
 from taskhub_common.db import Database
+from taskhub_common.idempotency import metadata as idempotency_metadata
 from taskhub_common.outbox import metadata as outbox_metadata
 from taskhub_common.settings import ServiceSettings
 from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, recreate_database
@@ -30,6 +31,7 @@ async def database() -> AsyncIterator[Database]:
     async with db.engine.begin() as connection:
         await connection.execute(text('CREATE SCHEMA IF NOT EXISTS "backbone"'))
         await connection.run_sync(outbox_metadata.create_all)
+        await connection.run_sync(idempotency_metadata.create_all)
         await connection.run_sync(test_metadata.create_all)
     yield db
     await db.dispose()

@@ -1,7 +1,10 @@
-"""TokenVerifier: EdDSA tokens checked once, then remembered until they expire."""
+"""TokenVerifier: EdDSA tokens checked once, then remembered until they expire, unless the
+deny list names them (in-process and Redis lists)."""
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import jwt
 import pytest
@@ -9,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from taskhub_common.auth import TokenVerifier
-from taskhub_common.errors import NotAuthenticated
+from taskhub_common.errors import NotAuthenticated, ServiceUnavailable
+from taskhub_common.revocation import DenyList, InProcessDenyList, RedisDenyList
+from taskhub_common.testing import REDIS_HOST
 
 AUDIENCE, ISSUER, KID = "taskhub", "taskhub-identity", "test-key"
 
@@ -96,3 +101,50 @@ async def test_the_cache_is_bounded(keys, private_key) -> None:
     await verifier.verify(tokens[0])  # the oldest made room for the third: checked again
     await verifier.verify(tokens[2])
     assert keys.asked == 4
+
+
+@pytest.fixture(params=["in-process", "redis"])
+async def deny_list(request) -> AsyncIterator[DenyList]:
+    listed = (
+        InProcessDenyList()
+        if request.param == "in-process"
+        else RedisDenyList(f"redis://{REDIS_HOST}:6379/0")
+    )
+    yield listed
+    await listed.close()
+
+
+async def test_a_denied_jti_wins_over_the_cache(keys, private_key, deny_list) -> None:
+    verifier = TokenVerifier(keys, AUDIENCE, ISSUER, deny_list=deny_list)
+    jti = uuid.uuid4().hex
+    token = access_token(private_key, jti=jti)
+    other = access_token(private_key)
+    await verifier.verify(token)  # checked and remembered
+    await deny_list.deny({jti: int(time.time()) + 60})
+    with pytest.raises(NotAuthenticated):
+        await verifier.verify(token)
+    assert (await verifier.verify(other)).token_id != jti
+    # A second verifier (another service, another replica) sees the same list.
+    with pytest.raises(NotAuthenticated):
+        await TokenVerifier(keys, AUDIENCE, ISSUER, deny_list=deny_list).verify(token)
+
+
+async def test_denials_end_with_the_token(deny_list) -> None:
+    jti, exp = uuid.uuid4().hex, int(time.time()) + 1
+    await deny_list.deny({jti: exp, "already-expired": exp - 2})
+    assert await deny_list.is_denied(jti)
+    assert not await deny_list.is_denied("already-expired")
+    await asyncio.sleep(exp - time.time() + 0.1)
+    assert not await deny_list.is_denied(jti)
+
+
+async def test_an_unreachable_redis_fails_open_for_checks_closed_for_denials() -> None:
+    unreachable = RedisDenyList("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        # A check lets the token through (it lives at most to its exp), logged as a warning;
+        # a denial that cannot be stored is a 503, so the logout rolls back and is retried.
+        assert not await unreachable.is_denied("any")
+        with pytest.raises(ServiceUnavailable):
+            await unreachable.deny({"any": int(time.time()) + 60})
+    finally:
+        await unreachable.close()

@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, update
 from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
+from taskhub_common.idempotency import idempotency_keys
 from taskhub_common.outbox import OutboxRelay, add_event, add_events, inbox, outbox
 from taskhub_common.testing import RABBITMQ_URL, TcpProxy
 
@@ -235,6 +236,18 @@ async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) 
             )
         )
         await session.execute(insert(inbox).values(consumer="prune", event_id=recent_processed))
+        for key, age in (("old", timedelta(hours=25)), ("recent", timedelta(hours=23))):
+            await session.execute(
+                insert(idempotency_keys).values(
+                    caller="prune",
+                    key=key,
+                    request_hash=b"",
+                    status_code=204,
+                    headers={},
+                    body=b"",
+                    created_at=func.now() - age,
+                )
+            )
     # Unsent rows must stay whatever their age; the relay is not running, so this one is.
     relay = OutboxRelay(database, RabbitMQBus(RABBITMQ_URL))
     await relay.prune()
@@ -247,5 +260,11 @@ async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) 
         processed = set(
             await session.scalars(select(inbox.c.event_id).where(inbox.c.consumer == "prune"))
         )
+        keys = set(
+            await session.scalars(
+                select(idempotency_keys.c.key).where(idempotency_keys.c.caller == "prune")
+            )
+        )
     assert ids == {recent_sent.id, unsent.id}
     assert processed == {recent_processed}
+    assert keys == {"recent"}  # idempotency keys are kept 24 hours

@@ -526,8 +526,9 @@ async def test_the_migration_made_the_tables_and_the_list_index(app: FastAPI) ->
         "comments",
         "deleted_tasks",
         "event_queue",
+        "idempotency_keys",
         "inbox",
         "outbox",
         "users",
     ]
-    assert await scalar(app, "SELECT version_num FROM alembic_version") == "0002"
+    assert await scalar(app, "SELECT version_num FROM alembic_version") == "0003"

@@ -13,7 +13,7 @@ from files.upload import content_disposition
 from taskhub_common.db import get_session, run_after_commit
 from taskhub_common.errors import ErrorBody, error_responses
 from taskhub_common.internal_auth import TaskSeen
-from taskhub_common.routing import service_router
+from taskhub_common.routing import commits_itself, service_router
 from taskhub_common.users import KnownCaller
 
 router = service_router(prefix="/api/tasks", tags=["files"])
@@ -67,6 +67,7 @@ UPLOAD_BODY = {
         415: {"model": ErrorBody, "description": "A type that is not accepted"},
     },
 )
+@commits_itself
 async def upload_files(task_id: uuid.UUID, request: Request, service: Service) -> list[FileOut]:
     """The transaction is handled here rather than by the route class: ended before the body
     streams in, so that no database connection waits on a slow client; and committed at the

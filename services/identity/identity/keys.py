@@ -7,7 +7,6 @@ replicas share it and tokens survive restarts. Only identity ever holds it.
 import base64
 import hashlib
 import json
-import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -105,7 +104,19 @@ class KeyRing:
         except KeyError:
             raise NotAuthenticated() from None
 
-    def issue_access_token(self, user_id: uuid.UUID) -> tuple[str, int]:
+    def seal(self, value: bytes) -> str:
+        """Encrypted with the key derived from SECRET_KEY (a pair kept for the refresh grace)."""
+        return self._fernet.encrypt(value).decode()
+
+    def unseal(self, sealed: str) -> bytes | None:
+        try:
+            return self._fernet.decrypt(sealed.encode())
+        except InvalidToken:
+            return None
+
+    def issue_access_token(self, user_id: uuid.UUID, jti: str) -> tuple[str, int]:
+        """`jti` is the id of the refresh token issued with it, so that revoking refresh
+        tokens names the access tokens to deny."""
         assert self._active is not None, "KeyRing.load() runs at start"
         kid, private_key = self._active
         now = datetime.now(UTC)
@@ -114,7 +125,7 @@ class KeyRing:
             "sub": str(user_id),
             "iat": now,
             "exp": now + lifetime,
-            "jti": secrets.token_hex(16),
+            "jti": jti,
             "aud": self.settings.JWT_AUDIENCE,
             "iss": self.settings.JWT_ISSUER,
             "typ": "access",

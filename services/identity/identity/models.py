@@ -43,6 +43,8 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The pair that replaced this token, encrypted: given again to a refresh within the grace.
+    successor_sealed: Mapped[str | None] = mapped_column(Text)
 
 
 class SigningKey(Base):

@@ -53,16 +53,26 @@ class RefreshTokenRepository:
             select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
         )
 
-    async def revoke_family(self, family_id: uuid.UUID) -> None:
+    async def revoke_family(self, family_id: uuid.UUID, since: datetime) -> list[RefreshToken]:
+        """Revoke a family; its tokens issued since `since`, whose access tokens may still be
+        alive (each access token's jti is its refresh token's id)."""
+        await self._revoke(RefreshToken.family_id == family_id)
+        return await self._issued_since(RefreshToken.family_id == family_id, since)
+
+    async def revoke_all_of_user(self, user_id: uuid.UUID, since: datetime) -> list[RefreshToken]:
+        await self._revoke(RefreshToken.user_id == user_id)
+        return await self._issued_since(RefreshToken.user_id == user_id, since)
+
+    async def _revoke(self, which) -> None:
         await self.session.execute(
             update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .where(which, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
 
-    async def revoke_all_of_user(self, user_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
+    async def _issued_since(self, which, since: datetime) -> list[RefreshToken]:
+        return list(
+            await self.session.scalars(
+                select(RefreshToken).where(which, RefreshToken.created_at >= since)
+            )
         )

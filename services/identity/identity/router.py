@@ -29,7 +29,8 @@ well_known_router = service_router(tags=["auth"])
 def get_service(
     request: Request, session: Annotated[AsyncSession, Depends(get_session)]
 ) -> IdentityService:
-    return IdentityService(session, request.app.state.key_ring, request.app.state.settings)
+    state = request.app.state
+    return IdentityService(session, state.key_ring, state.settings, state.deny_list)
 
 
 Service = Annotated[IdentityService, Depends(get_service)]

@@ -1,8 +1,10 @@
 """The identity use cases. No HTTP here; the request's transaction is committed by the route."""
 
 import hashlib
+import json
 import secrets
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -24,8 +26,11 @@ from taskhub_common.errors import (
 )
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_event
+from taskhub_common.revocation import DenyList
 
 INVALID_CREDENTIALS = "Incorrect email or password"
+# Between identity's clock (created_at) and the exp it signed: a denial outlives its token.
+CLOCK_SLACK = timedelta(minutes=1)
 
 
 def _hash_token(token: str) -> str:
@@ -41,7 +46,14 @@ def public_user(user: User, viewer_id: uuid.UUID | None) -> UserOut:
 
 
 class IdentityService:
-    def __init__(self, session: AsyncSession, keys: KeyRing, settings: IdentitySettings) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        keys: KeyRing,
+        settings: IdentitySettings,
+        deny_list: DenyList,
+    ) -> None:
+        self.deny_list = deny_list
         self.session = session
         self.keys = keys
         self.settings = settings
@@ -83,8 +95,14 @@ class IdentityService:
         token = await self.refresh_tokens.get_for_update(_hash_token(refresh_token))
         if token is None:
             raise NotAuthenticated("Invalid refresh token")
+        if self._in_grace(token):
+            # Another tab refreshed with this token a moment ago: the same new pair.
+            pair = self.keys.unseal(token.successor_sealed or "")
+            user = await self.users.get(token.user_id)
+            if pair is not None and user is not None and user.is_active:
+                return AuthResponse(**json.loads(pair), user=public_user(user, user.id))
         if token.used_at is not None or token.revoked_at is not None:
-            await self.refresh_tokens.revoke_family(token.family_id)
+            await self._revoke(self.refresh_tokens.revoke_family(token.family_id, self._alive()))
             # The revocation must stand although the request fails.
             await self.session.commit()
             raise NotAuthenticated("Refresh token reuse detected; please sign in again")
@@ -94,19 +112,21 @@ class IdentityService:
         if user is None or not user.is_active:
             raise NotAuthenticated("Invalid refresh token")
         token.used_at = datetime.now(UTC)
-        return await self._new_session(user, family_id=token.family_id)
+        pair = await self._new_session(user, family_id=token.family_id)
+        token.successor_sealed = self.keys.seal(pair.model_dump_json(exclude={"user"}).encode())
+        return pair
 
     async def logout(self, user_id: uuid.UUID, refresh_token: str | None) -> None:
         """Revoke the family of the given refresh token, or every session of the user."""
         if refresh_token is None:
-            await self.refresh_tokens.revoke_all_of_user(user_id)
+            await self._revoke(self.refresh_tokens.revoke_all_of_user(user_id, self._alive()))
             return
         token = await self.refresh_tokens.get_for_update(_hash_token(refresh_token))
         if token is None:
             raise NotAuthenticated("Invalid refresh token")
         if token.user_id != user_id:
             raise NotPermitted("This refresh token belongs to another user")
-        await self.refresh_tokens.revoke_family(token.family_id)
+        await self._revoke(self.refresh_tokens.revoke_family(token.family_id, self._alive()))
 
     async def get_user(self, user_id: uuid.UUID) -> User:
         user = await self.users.get(user_id)
@@ -131,18 +151,41 @@ class IdentityService:
     async def list_users(self) -> list[User]:
         return await self.users.list()
 
+    def _in_grace(self, token: RefreshToken) -> bool:
+        grace = timedelta(seconds=self.settings.REFRESH_GRACE_SECONDS)
+        return (
+            token.used_at is not None
+            and token.revoked_at is None
+            and token.successor_sealed is not None
+            and datetime.now(UTC) - token.used_at <= grace
+        )
+
+    def _alive(self) -> datetime:
+        """Refresh tokens issued since then came with an access token not yet expired."""
+        lifetime = timedelta(minutes=self.settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+        return datetime.now(UTC) - lifetime - CLOCK_SLACK
+
+    async def _revoke(self, revoking: Awaitable[list[RefreshToken]]) -> None:
+        """Revoke refresh tokens, and deny the access tokens issued with them until their exp."""
+        lifetime = timedelta(minutes=self.settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+        await self.deny_list.deny(
+            {
+                token.id.hex: int((token.created_at + lifetime + CLOCK_SLACK).timestamp())
+                for token in await revoking
+            }
+        )
+
     async def _new_session(self, user: User, family_id: uuid.UUID) -> AuthResponse:
         refresh_token = secrets.token_urlsafe(32)
-        await self.refresh_tokens.add(
-            RefreshToken(
-                token_hash=_hash_token(refresh_token),
-                family_id=family_id,
-                user_id=user.id,
-                expires_at=datetime.now(UTC)
-                + timedelta(days=self.settings.REFRESH_TOKEN_EXPIRE_DAYS),
-            )
+        row = RefreshToken(
+            id=uuid.uuid4(),
+            token_hash=_hash_token(refresh_token),
+            family_id=family_id,
+            user_id=user.id,
+            expires_at=datetime.now(UTC) + timedelta(days=self.settings.REFRESH_TOKEN_EXPIRE_DAYS),
         )
-        access_token, expires_in = self.keys.issue_access_token(user.id)
+        await self.refresh_tokens.add(row)
+        access_token, expires_in = self.keys.issue_access_token(user.id, row.id.hex)
         return AuthResponse(
             access_token=access_token,
             expires_in=expires_in,

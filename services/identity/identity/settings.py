@@ -9,3 +9,5 @@ class IdentitySettings(ServiceSettings):
     ALGORITHM: Literal["EdDSA", "RS256"] = "EdDSA"
     ACCESS_TOKEN_EXPIRE_MINUTES: int = 30
     REFRESH_TOKEN_EXPIRE_DAYS: int = 30
+    # Two tabs refreshing with the same token this close together both get the new pair.
+    REFRESH_GRACE_SECONDS: int = 10

@@ -1,10 +1,14 @@
+import hashlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, update
 
 from identity.app import create_app
+from identity.models import RefreshToken
 from identity.settings import IdentitySettings
 from taskhub_common.testing import new_user, recreate_database
 from taskhub_common.testing.suite import Suite
@@ -28,3 +32,14 @@ async def registered(client: httpx.AsyncClient) -> dict:
     response = await client.post("/api/auth/register", json=body)
     assert response.status_code == 201, response.text
     return {"request": body, **response.json()}
+
+
+async def spend_before_the_grace(app: FastAPI, refresh_token: str) -> None:
+    """Date a spent refresh token's use back past the grace window: presenting it again is
+    then a reuse, not a second tab."""
+    async with app.state.database.sessionmaker.begin() as session:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == hashlib.sha256(refresh_token.encode()).hexdigest())
+            .values(used_at=func.now() - timedelta(seconds=60))
+        )

@@ -10,7 +10,7 @@ from identity.settings import IdentitySettings
 from taskhub_common.outbox import outbox
 from taskhub_common.testing import bearer, new_user
 
-from .conftest import SUITE
+from .conftest import SUITE, spend_before_the_grace
 
 
 async def test_register_returns_token_and_user(client: httpx.AsyncClient) -> None:
@@ -295,9 +295,10 @@ async def test_refresh_rotates(client: httpx.AsyncClient, registered) -> None:
     assert second.status_code == 200
 
 
-async def test_refresh_reuse_revokes_the_family(client: httpx.AsyncClient, registered) -> None:
+async def test_refresh_reuse_revokes_the_family(app, client: httpx.AsyncClient, registered) -> None:
     old = registered["refresh_token"]
     new = (await client.post("/api/auth/refresh", json={"refresh_token": old})).json()
+    await spend_before_the_grace(app, old)
     reuse = await client.post("/api/auth/refresh", json={"refresh_token": old})
     assert reuse.status_code == 401
     # The thief's replay also kills the legitimate newest token of the family.
