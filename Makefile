@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
-	bench-comments bench-files bench-gateway
+	bench-comments bench-files bench-gateway image
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -49,6 +49,10 @@ bench-files: install
 ## The gateway's cost: each endpoint through the gateway and straight to its service, both modes.
 bench-gateway: install
 	$(UV) run --frozen python -m bench.gateway.run
+
+## The one image of every service (Dockerfile; docs/operations.md).
+image:
+	docker build -t taskhub:dev .
 
 lint: install
 	$(UV) run --frozen ruff check .
