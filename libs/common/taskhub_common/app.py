@@ -18,6 +18,7 @@ from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
 from taskhub_common.limits import RequestLimitsMiddleware
 from taskhub_common.logs import configure_logging, service_var
+from taskhub_common.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
 from taskhub_common.settings import ServiceSettings
@@ -79,7 +80,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 settings.SERVICE_NAME, app.state.database, spec.event_handlers, app.state
             )
             subscription = await consumer.subscribe(
-                bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms
+                bus,
+                settings.EVENT_MAX_ATTEMPTS,
+                settings.retry_delays_ms,
+                on_outcome=app.state.metrics.count_event,
             )
         if app.state.database is not None:
             relay = OutboxRelay(app.state.database, bus, poll_seconds=settings.OUTBOX_POLL_SECONDS)
@@ -139,7 +143,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, service=settings.SERVICE_NAME)
+    app.state.metrics = ServiceMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health_router())
+    app.include_router(metrics_router())
     for router in spec.routers:
         app.include_router(router)
     return app
