@@ -23,6 +23,7 @@ from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
 from taskhub_common.settings import ServiceSettings
 from taskhub_common.tasks_client import TasksClient
+from taskhub_common.tracing import trace_app
 from taskhub_common.users import RecentCallers
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health_router())
     app.include_router(metrics_router())
+    trace_app(app)
     for router in spec.routers:
         app.include_router(router)
     return app
