@@ -1,17 +1,18 @@
 """A request through the gateway to tasks is one trace: the gateway's server span, its client
 span to tasks, and tasks' server span under it (spans kept in memory)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from taskhub_common.http import register_local_app
 from taskhub_common.testing import bearer, new_user
-from taskhub_common.tracing import tracer_provider
+from taskhub_common.tracing import use_tracer_provider
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
 
@@ -19,16 +20,18 @@ from .conftest import SUITE
 
 
 @pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    provider = tracer_provider()
-    assert provider is not None, "tracing is on unless OTEL_SDK_DISABLED=true"
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, as OTEL_EXPORTER_OTLP_ENDPOINT turns it on, for the apps made meanwhile."""
     exporter = InMemorySpanExporter()
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+    use_tracer_provider(provider)
+    yield exporter
+    use_tracer_provider(None)
 
 
 @pytest.fixture(scope="module")
-async def tasks_app(identity_app: FastAPI) -> AsyncIterator[FastAPI]:
+async def tasks_app(identity_app: FastAPI, spans: InMemorySpanExporter) -> AsyncIterator[FastAPI]:
     application = create_tasks(TasksSettings(**SUITE.env()))
     register_local_app(SUITE.tasks_url, application)
     async with application.router.lifespan_context(application):
