@@ -5,7 +5,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
-	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild
+	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild \
+	image up down
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -62,6 +63,19 @@ bench-analytics: install
 ## keeps taking events meanwhile); uses the same settings (.env) as the analytics service.
 analytics-rebuild: install
 	$(UV) run --frozen python -m analytics.rebuild
+
+## The one image of every service (Dockerfile; docs/operations.md).
+image:
+	docker build -t taskhub:dev .
+
+## Everything in containers (docker-compose.yml): the gateway on 8000. The first `make up`
+## writes .env with a fresh SECRET_KEY.
+up:
+	@test -f .env || echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')" > .env
+	docker compose up --build --detach --wait
+
+down:
+	docker compose down
 
 lint: install
 	$(UV) run --frozen ruff check .

@@ -18,11 +18,13 @@ from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
 from taskhub_common.limits import RequestLimitsMiddleware
 from taskhub_common.logs import configure_logging, service_var
+from taskhub_common.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from taskhub_common.middleware import RequestContextMiddleware
 from taskhub_common.outbox import OutboxRelay
 from taskhub_common.revocation import make_deny_list
 from taskhub_common.settings import ServiceSettings
 from taskhub_common.tasks_client import TasksClient
+from taskhub_common.tracing import trace_app
 from taskhub_common.users import RecentCallers
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 settings.SERVICE_NAME, app.state.database, spec.event_handlers, app.state
             )
             subscription = await consumer.subscribe(
-                bus, settings.EVENT_MAX_ATTEMPTS, settings.retry_delays_ms
+                bus,
+                settings.EVENT_MAX_ATTEMPTS,
+                settings.retry_delays_ms,
+                on_outcome=app.state.metrics.count_event,
             )
         if app.state.database is not None:
             relay = OutboxRelay(app.state.database, bus, poll_seconds=settings.OUTBOX_POLL_SECONDS)
@@ -145,7 +150,11 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, service=settings.SERVICE_NAME)
+    app.state.metrics = ServiceMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health_router())
+    app.include_router(metrics_router())
+    trace_app(app)
     for router in spec.routers:
         app.include_router(router)
     return app

@@ -24,6 +24,10 @@ from taskhub_common.events import EXCHANGE, EventEnvelope
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[EventEnvelope], Awaitable[None]]
+# What became of a delivery: its handler succeeded, failed and it waits for a retry, failed for
+# the last time (or could not be read) and it went to the dead letters, or failed on a queue
+# without retries.
+OUTCOMES = ("handled", "retried", "dead_lettered", "dropped")
 
 
 @dataclass(eq=False)
@@ -37,6 +41,12 @@ class Subscription:
     exclusive: bool = False
     # The subscriber's database: where the in-process bus keeps its queue.
     database: Database | None = None
+    # Told each delivery's outcome (one of OUTCOMES), for /metrics.
+    on_outcome: Callable[[str], None] | None = None
+
+    def record(self, outcome: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def delay_ms(self, attempt: int) -> int:
         """Back-off before retry number `attempt` (1-based)."""
@@ -210,6 +220,7 @@ class RabbitMQBus:
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
             await subscription.handler(envelope)
+            subscription.record("handled")
         except Exception as exc:
             poison = isinstance(exc, ValidationError)
             logger.warning(
@@ -227,6 +238,7 @@ class RabbitMQBus:
             if subscription.exclusive:
                 # A per-replica fan-out queue has no retry ladder: its events are for live sockets.
                 logger.error("dropping event for %s after failure", subscription.queue)
+                subscription.record("dropped")
             else:
                 try:
                     await channel.default_exchange.publish(
@@ -240,6 +252,7 @@ class RabbitMQBus:
                     with contextlib.suppress(Exception):
                         await message.nack(requeue=True)
                     return
+                subscription.record("dead_lettered" if target.endswith(".dlq") else "retried")
         try:
             await message.ack()
         except ChannelInvalidStateError:

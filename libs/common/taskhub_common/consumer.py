@@ -83,7 +83,11 @@ class EventConsumer:
             await run_after_commit(session)
 
     async def subscribe(
-        self, bus: EventBus, max_attempts: int, retry_delays_ms: list[int]
+        self,
+        bus: EventBus,
+        max_attempts: int,
+        retry_delays_ms: list[int],
+        on_outcome: Callable[[str], None] | None = None,
     ) -> Subscription:
         subscription = Subscription(
             queue=self.queue,
@@ -93,6 +97,7 @@ class EventConsumer:
             retry_delays_ms=retry_delays_ms,
             exclusive=self.exclusive,
             database=self.database,
+            on_outcome=on_outcome,
         )
         await bus.subscribe(subscription)
         return subscription

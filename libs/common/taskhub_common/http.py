@@ -10,6 +10,8 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx
 from starlette.types import ASGIApp
 
+from taskhub_common.tracing import trace_client
+
 _local_apps: dict[str, ASGIApp] = {}
 
 
@@ -46,6 +48,9 @@ def make_http_client(
             ),
             retries=1,
         )
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url, transport=transport, timeout=timeout, cookies=no_cookies()
     )
+    # Client spans, and the current trace's traceparent on every call.
+    trace_client(client)
+    return client

@@ -148,8 +148,10 @@ class InProcessBus:
         envelope = await queue.memory.get()
         try:
             await subscription.handler(envelope)
+            subscription.record("handled")
         except Exception:
             logger.error("handler of %s failed; event %s dropped", queue.name, envelope.id)
+            subscription.record("dropped")
 
     @staticmethod
     async def _handle_batch(name: str, subscription: Subscription) -> int:
@@ -183,15 +185,18 @@ class InProcessBus:
                     if attempt >= subscription.max_attempts:
                         logger.error("event %s dead-lettered in %s", envelope.id, name)
                         later = {"dead_at": datetime.now(UTC)}
+                        subscription.record("dead_lettered")
                     else:
                         delay = timedelta(milliseconds=subscription.delay_ms(attempt))
                         later = {"available_at": datetime.now(UTC) + delay}
+                        subscription.record("retried")
                     await session.execute(
                         update(event_queue)
                         .where(event_queue.c.position == row.position)
                         .values(attempts=attempt, error=repr(exc)[:500], **later)
                     )
                     continue
+                subscription.record("handled")
                 done.append(row.position)
             if done:
                 await session.execute(delete(event_queue).where(event_queue.c.position.in_(done)))

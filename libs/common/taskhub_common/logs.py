@@ -8,6 +8,9 @@ import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 # The service a line comes from: in the embedded mode one process hosts them all.
 service_var: ContextVar[str | None] = ContextVar("service", default=None)
@@ -31,6 +34,8 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
+        if ids := current_trace_ids():
+            entry["trace_id"], entry["span_id"] = ids
         entry.update(
             {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS}
         )
@@ -57,10 +62,28 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, or else of the request's traceparent."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+    if traceparent := traceparent_var.get():
+        _, trace_id, span_id, _ = traceparent.split("-")
+        return trace_id, span_id
+    return None
+
+
+def current_traceparent() -> str | None:
+    """The current span's traceparent, or else the request's."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent") or traceparent_var.get()
+
+
 def trace_headers() -> dict[str, str]:
     """Headers that carry the current trace and request along with an event or a call."""
     headers = {}
-    if traceparent := traceparent_var.get():
+    if traceparent := current_traceparent():
         headers["traceparent"] = traceparent
     if request_id := request_id_var.get():
         headers["x-request-id"] = request_id

@@ -76,10 +76,13 @@ async def handled_count(database: Database, handled_table, event_id: uuid.UUID) 
         )
 
 
-async def subscribe(bus: EventBus, service: str, database: Database, handler) -> str:
+async def subscribe(
+    bus: EventBus, service: str, database: Database, handler, outcomes: list[str] | None = None
+) -> str:
     event_type = f"{service}.happened"
     consumer = EventConsumer(service, database, {event_type: handler})
-    await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS)
+    on_outcome = outcomes.append if outcomes is not None else None
+    await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS, on_outcome=on_outcome)
     return event_type
 
 
@@ -128,7 +131,8 @@ async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
         )
         raise RuntimeError("handler bug")
 
-    event_type = await subscribe(bus, service, database, always_fails)
+    outcomes: list[str] = []
+    event_type = await subscribe(bus, service, database, always_fails, outcomes)
     event = EventEnvelope(type=event_type, producer="backbone")
     publishing = asyncio.create_task(bus.publish(event, {}))
 
@@ -139,6 +143,8 @@ async def test_failing_handler_ends_in_dead_letter_queue_after_max_attempts(
     await publishing
     await asyncio.sleep(0.5)
     assert attempts == [event.id] * MAX_ATTEMPTS
+    # What /metrics counts (taskhub_events_total by outcome).
+    assert outcomes == ["retried"] * (MAX_ATTEMPTS - 1) + ["dead_lettered"]
     # Each failed attempt rolled back its writes and its inbox row.
     assert await handled_count(database, handled_table, event.id) == 0
 
@@ -157,7 +163,8 @@ async def test_handler_that_fails_once_succeeds_on_retry(
             insert(handled_table).values(event_id=ctx.event.id, note="retried")
         )
 
-    event_type = await subscribe(bus, service, database, flaky)
+    outcomes: list[str] = []
+    event_type = await subscribe(bus, service, database, flaky, outcomes)
     event = EventEnvelope(type=event_type, producer="backbone")
     await bus.publish(event, {})
 
@@ -166,6 +173,12 @@ async def test_handler_that_fails_once_succeeds_on_retry(
 
     await until(handled)
     assert calls == 2
+
+    async def both_counted() -> bool:  # the count follows the handler's commit
+        return len(outcomes) == 2
+
+    await until(both_counted)
+    assert outcomes == ["retried", "handled"]
     assert await dead_letters(bus, service, database) == []
 
 

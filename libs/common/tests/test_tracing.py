@@ -1,0 +1,100 @@
+"""The trace ids in log lines and in the headers that travel with events and calls."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from taskhub_common.logs import JsonFormatter, trace_headers, traceparent_var
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def log_line() -> dict:
+    record = logging.makeLogRecord({"name": "test", "msg": "something happened"})
+    return json.loads(JsonFormatter("backbone").format(record))
+
+
+def test_a_log_line_in_a_span_names_its_trace_and_span() -> None:
+    with TracerProvider().get_tracer("test").start_as_current_span("work") as span:
+        line = log_line()
+        headers = trace_headers()
+    context = span.get_span_context()
+    assert line["trace_id"] == f"{context.trace_id:032x}"
+    assert line["span_id"] == f"{context.span_id:016x}"
+    # Events written now (outbox headers) continue this trace.
+    flags = f"{int(context.trace_flags):02x}"
+    assert headers["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+
+
+def test_outside_a_span_the_request_traceparent_names_them() -> None:
+    token = traceparent_var.set(TRACEPARENT)
+    try:
+        line = log_line()
+    finally:
+        traceparent_var.reset(token)
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["span_id"] == "b7ad6b7169203331"
+    assert "trace_id" not in log_line()
+
+
+SPAN_IN_A_CHILD = """
+from taskhub_common.tracing import tracer_provider
+provider = tracer_provider()
+print(provider is not None)
+if provider is not None:
+    with provider.get_tracer("test").start_as_current_span("exported"):
+        pass
+    provider.shutdown()  # flushes the batch
+"""
+
+
+def run_child(env: dict[str, str]) -> str:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", SPAN_IN_A_CHILD],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_spans_go_over_otlp_only_when_an_endpoint_is_set() -> None:
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert run_child({}) == "False"  # no endpoint: no tracing
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        assert run_child({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "SERVICE": "tasks"}) == "True"
+    finally:
+        server.shutdown()
+    ((path, body),) = received
+    assert path == "/v1/traces"
+    assert b"exported" in body and b"tasks" in body  # the span and its service.name
+
+
+def test_tracing_can_be_turned_off_even_with_an_endpoint() -> None:
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    assert run_child({**endpoint, "OTEL_SDK_DISABLED": "true"}) == "False"
