@@ -3,10 +3,10 @@ the rate-limit key (the user for authenticated calls, the IP for anonymous ones)
 
 import ipaddress
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     peer = request.client.host if request.client else "unknown"
     trusted = request.app.state.trusted_networks
     if not trusted or not _in(peer, trusted):
@@ -19,14 +19,14 @@ def client_ip(request: Request) -> str:
     return peer
 
 
-def rate_limit_key(request: Request) -> str:
+def rate_limit_key(request: HTTPConnection) -> str:
     principal = getattr(request.state, "principal", None)
     if principal is not None:
         return f"user:{principal.user_id}"
     return f"ip:{client_ip(request)}"
 
 
-def ip_key(request: Request) -> str:
+def ip_key(request: HTTPConnection) -> str:
     return f"ip:{client_ip(request)}"
 
 
