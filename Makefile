@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
-	bench-comments bench-files bench-gateway
+	bench-comments bench-files bench-gateway bench-live
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -35,7 +35,7 @@ dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 
 ## Benchmarks print figures (they are not tests); they need the local servers like `make test`.
-bench: bench-tasks bench-comments bench-files bench-gateway
+bench: bench-tasks bench-comments bench-files bench-gateway bench-live
 
 bench-tasks: install
 	$(UV) run --frozen python -m bench.tasks.run
@@ -49,6 +49,10 @@ bench-files: install
 ## The gateway's cost: each endpoint through the gateway and straight to its service, both modes.
 bench-gateway: install
 	$(UV) run --frozen python -m bench.gateway.run
+
+## Live updates: idle sockets per gateway process (RSS) and event-to-client latency.
+bench-live: install
+	$(UV) run --frozen python -m bench.live.run
 
 lint: install
 	$(UV) run --frozen ruff check .

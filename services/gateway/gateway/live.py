@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.settings import GatewaySettings
 from gateway.streams import MemoryStreams, RedisStreams, UserStreams, message_text
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 # How often the users of open sockets are marked as still there (their streams kept).
 TOUCH_SECONDS = 60.0
+REDIS_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,15 @@ def message_data(event: EventEnvelope) -> dict[str, Any]:
     return data
 
 
-async def audience(
-    event: EventEnvelope, data: dict[str, Any], streams: UserStreams
-) -> list[uuid.UUID]:
+async def audience(event: EventEnvelope, data: dict[str, Any], hub: "Hub") -> list[uuid.UUID]:
     """Who may see the message: the one rule. A notification is its recipient's alone. Task,
     comment and file messages go to every user who may read the task, which today is every
     user of the workspace: here, every user with a live stream (a socket open within the
-    history window), so one who reconnects finds what they missed."""
+    history window), so one who reconnects finds what they missed. (This replica's own users
+    are added: the shared list it reads may be a second old.)"""
     if event.type == NOTIFICATION_CREATED:
         return [uuid.UUID(data["user_id"])]
-    return await streams.recent_users()
+    return list({*await hub.streams.recent_users(), *hub.sockets})
 
 
 @dataclass(eq=False)
@@ -139,7 +139,7 @@ class Hub:
         # Serialised once; each user's copy only gets its seq put in front.
         body = json.dumps({"type": kind.type, "id": str(event.id), "data": data})
         async with self._order:
-            users = await audience(event, data, self.streams)
+            users = await audience(event, data, self)
             seqs = await self.streams.append(users, str(event.id), body)
         for user_id, seq in seqs.items():
             sockets = self.sockets.get(user_id)
@@ -158,7 +158,16 @@ class LiveUpdates:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self.redis = (
+            # Blocking: a burst of handshakes waits for a connection instead of failing.
+            Redis(
+                connection_pool=BlockingConnectionPool.from_url(
+                    settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5
+                )
+            )
+            if settings.redis_url
+            else None
+        )
         self.streams: UserStreams = (
             RedisStreams(self.redis, settings.WS_HISTORY_MESSAGES, settings.WS_HISTORY_SECONDS)
             if self.redis is not None

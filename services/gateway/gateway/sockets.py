@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from limits import parse
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocketState
 
 from gateway.clients import client_ip
@@ -283,7 +284,11 @@ async def serve(websocket: WebSocket, token: str | None, subprotocol: str | None
     if not live.hub.join(socket):
         await websocket.close(TOO_MANY_SOCKETS, "too many sockets")
         return
-    await socket.run(resume_from_query(websocket))
+    try:
+        await socket.run(resume_from_query(websocket))
+    except RedisError:
+        logger.warning("live stream of user %s unavailable", grant.user_id, exc_info=True)
+        await socket.close(UNAVAILABLE, "try again later")
 
 
 async def _authenticate(websocket: WebSocket, token: str | None) -> Grant | None:

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 # Users with a stream: the sorted set of when each last had a socket open.
 RECENT_USERS_KEY = "live:users"
+RECENT_USERS_CACHE_SECONDS = 1.0
 
 
 def message_text(seq: int, body: str) -> str:
@@ -144,28 +145,31 @@ def _complete(
     return entries
 
 
-# KEYS: epoch, seq counter, stream, event ids (one user's, in one hash slot).
+# KEYS: for each user, their epoch, seq counter, stream and event ids (four keys a user).
 # ARGV: event id, body, max messages, ttl seconds, a fresh epoch, now (ms).
-# A stream whose keys expired starts again under a new epoch, so a client's old seq is never
-# taken for a new one. An event already appended returns its seq: every replica appends it.
+# One call per event for all its users: the body crosses the wire once. A stream whose keys
+# expired starts again under a new epoch, so a client's old seq is never taken for a new one.
+# An event already appended keeps its seq: every replica appends every event.
 _APPEND = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[5]
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+local seqs = {}
+for u = 1, #KEYS, 4 do
+  local epoch_key, seq_key, stream_key, ids_key = KEYS[u], KEYS[u + 1], KEYS[u + 2], KEYS[u + 3]
+  if redis.call('SET', epoch_key, ARGV[5], 'NX') then
+    redis.call('DEL', seq_key, stream_key, ids_key)
+  end
+  local seq = redis.call('ZSCORE', ids_key, ARGV[1])
+  if seq then
+    seq = tonumber(seq)
+  else
+    seq = redis.call('INCR', seq_key)
+    redis.call('XADD', stream_key, 'MAXLEN', ARGV[3], seq .. '-0', 'b', ARGV[2], 't', ARGV[6])
+    redis.call('ZADD', ids_key, seq, ARGV[1])
+    redis.call('ZREMRANGEBYRANK', ids_key, 0, -tonumber(ARGV[3]) - 1)
+  end
+  for i = u, u + 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+  seqs[#seqs + 1] = seq
 end
-local seq = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if seq then
-  seq = tonumber(seq)
-else
-  seq = redis.call('INCR', KEYS[2])
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'b', ARGV[2], 't', ARGV[6])
-  redis.call('ZADD', KEYS[4], seq, ARGV[1])
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[3]) - 1)
-end
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-return {epoch, seq}
+return seqs
 """
 
 # KEYS and fresh epoch as above; ARGV[2] ttl seconds. The stream's (epoch, head).
@@ -182,6 +186,7 @@ return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 
 
 def _keys(user_id: uuid.UUID) -> list[str]:
+    # One hash slot per user: a Redis Cluster could run the script for each slot's users.
     tag = f"live:{{{user_id}}}"
     return [f"{tag}:epoch", f"{tag}:seq", f"{tag}:stream", f"{tag}:events"]
 
@@ -195,6 +200,8 @@ class RedisStreams:
         self.max_messages = max_messages
         self.max_seconds = max_seconds
         self._append = redis.register_script(_APPEND)
+        self._recent: list[uuid.UUID] = []
+        self._recent_read_at = -RECENT_USERS_CACHE_SECONDS
         self._open = redis.register_script(_OPEN)
 
     async def open(self, user_id: uuid.UUID) -> tuple[str, int]:
@@ -211,22 +218,25 @@ class RedisStreams:
             await pipe.execute()
 
     async def recent_users(self) -> list[uuid.UUID]:
-        horizon = time.time() - self.max_seconds
-        members = await self.redis.zrangebyscore(RECENT_USERS_KEY, horizon, "+inf")
-        return [uuid.UUID(member.decode()) for member in members]
+        """Read at most once a second (a round trip less per event): a user who opened a
+        socket since is added by the replica holding it (see live.audience)."""
+        if time.monotonic() - self._recent_read_at > RECENT_USERS_CACHE_SECONDS:
+            horizon = time.time() - self.max_seconds
+            members = await self.redis.zrangebyscore(RECENT_USERS_KEY, horizon, "+inf")
+            self._recent = [uuid.UUID(member.decode()) for member in members]
+            self._recent_read_at = time.monotonic()
+        return self._recent
 
     async def append(
         self, user_ids: list[uuid.UUID], event_id: str, body: str
     ) -> dict[uuid.UUID, int]:
         if not user_ids:
             return {}
+        keys = [key for user_id in user_ids for key in _keys(user_id)]
         now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                args = [event_id, body, self.max_messages, self.max_seconds, new_epoch(), now_ms]
-                await self._append(keys=_keys(user_id), args=args, client=pipe)
-            results = await pipe.execute()
-        return {user: int(seq) for user, (_, seq) in zip(user_ids, results, strict=True)}
+        args = [event_id, body, self.max_messages, self.max_seconds, new_epoch(), now_ms]
+        seqs = await self._append(keys=keys, args=args)
+        return {user: int(seq) for user, seq in zip(user_ids, seqs, strict=True)}
 
     async def read(self, user_id: uuid.UUID, epoch: str | None, after: int) -> History:
         epoch_key, seq_key, stream_key, _ = _keys(user_id)
