@@ -130,10 +130,13 @@ class RabbitMQBus:
                     await self.connection.close()
 
     def is_ready(self) -> bool:
+        # A robust connection is not "closed" while it reconnects; `connected` says whether
+        # it is up now (and with it the consumers it restores).
         return (
             self._connected.is_set()
             and self.connection is not None
             and not self.connection.is_closed
+            and self.connection.connected.is_set()
         )
 
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:

@@ -201,11 +201,15 @@ class RedisStreams:
         self.max_seconds = max_seconds
         self._append = redis.register_script(_APPEND)
         self._recent: list[uuid.UUID] = []
+        self._opened_here: dict[uuid.UUID, float] = {}
         self._recent_read_at = -RECENT_USERS_CACHE_SECONDS
         self._open = redis.register_script(_OPEN)
 
     async def open(self, user_id: uuid.UUID) -> tuple[str, int]:
         await self.touch([user_id])
+        # Known here at once, not after the next read of the list (which a read in flight
+        # could miss): a user whose socket closes within the second still gets what follows.
+        self._opened_here[user_id] = time.time()
         epoch, seq = await self._open(keys=_keys(user_id), args=[new_epoch(), self.max_seconds])
         return epoch.decode(), int(seq)
 
@@ -219,13 +223,16 @@ class RedisStreams:
 
     async def recent_users(self) -> list[uuid.UUID]:
         """Read at most once a second (a round trip less per event): a user who opened a
-        socket since is added by the replica holding it (see live.audience)."""
+        socket since is added by the replica that holds it (open())."""
         if time.monotonic() - self._recent_read_at > RECENT_USERS_CACHE_SECONDS:
             horizon = time.time() - self.max_seconds
             members = await self.redis.zrangebyscore(RECENT_USERS_KEY, horizon, "+inf")
             self._recent = [uuid.UUID(member.decode()) for member in members]
             self._recent_read_at = time.monotonic()
-        return self._recent
+            self._opened_here = {
+                user: at for user, at in self._opened_here.items() if at >= horizon
+            }
+        return list({*self._recent, *self._opened_here})
 
     async def append(
         self, user_ids: list[uuid.UUID], event_id: str, body: str

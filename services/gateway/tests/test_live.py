@@ -14,7 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -23,9 +25,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.live import MESSAGES
 from taskhub_common.contracts import NOTIFICATION_CREATED, TASK_CREATED, TASK_UPDATED
-from taskhub_common.events import EventEnvelope
+from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.local_bus import shared_bus
-from taskhub_common.testing import bearer, eventually, new_user
+from taskhub_common.testing import RABBITMQ_URL, TcpProxy, bearer, eventually, new_user
 
 from .conftest import random_ip
 
@@ -459,14 +461,18 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
     live_gateway, make_user
 ) -> None:
     (_, slow_token), (_, fast_token) = await make_user(), await make_user()
-    async with live_gateway(WS_SEND_QUEUE=8) as (app, url):
+    # Streams in memory: 10 MB of events need not go to the shared Redis.
+    async with live_gateway("memory", WS_SEND_QUEUE=32) as (app, url):
         reader, writer = await stalled_client(url, slow_token)
         async with open_socket(url, fast_token) as fast:
             await receive(fast)
             await eventually(_sockets(app, 2), "both sockets are open")
             big = "x" * 50_000
-            events = [await publish(TASK_CREATED, task_data(description=big)) for _ in range(200)]
-            received = [await receive_event(fast) for _ in events]
+            events, received = [], []
+            for _ in range(200):
+                events.append(await publish(TASK_CREATED, task_data(description=big)))
+                # A pace the reading client keeps up with on a busy machine.
+                received.append(await receive_event(fast))
             assert [m["id"] for m in received] == [str(e.id) for e in events]
             await eventually(_sockets(app, 1), "the slow socket is dropped")
             # Once it reads again, it finds the close frame after what had been sent.
@@ -521,3 +527,61 @@ async def test_health_counts_open_sockets(live_gateway, make_user, client_for) -
         after = (await client.get("/api/health")).json()["live"]
     assert live == {"sockets": 1, "events": "ok"}
     assert after["sockets"] == 0
+
+
+async def test_readiness_fails_while_the_event_subscription_is_down(
+    live_gateway, make_user, client_for
+) -> None:
+    """RabbitMQ reached through a proxy the test cuts: the replica says it is not ready (and
+    /api/health says its events are down) until the connection, and its queue, are back."""
+    proxy = TcpProxy(5672)
+    proxy.start()
+    url = urlsplit(RABBITMQ_URL)
+    through = url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}")
+    recipient, token = await make_user()
+    async with (
+        live_gateway(RABBITMQ_URL=through.geturl()) as (app, ws_base),
+        client_for(app) as client,
+    ):
+
+        def events(state: str):
+            async def check() -> bool:
+                ready = await client.get("/health/ready")
+                live = (await client.get("/api/health")).json()["live"]
+                return live["events"] == state and (ready.status_code == 200) == (state == "ok")
+
+            return check
+
+        await eventually(events("ok"), "the subscription is up", timeout=15)
+        proxy.stop()
+        await eventually(events("down"), "the replica is not ready", timeout=15)
+        proxy.start()
+        await eventually(events("ok"), "the subscription is back", timeout=30)
+        async with open_socket(ws_base, token) as ws:
+            await receive(ws)
+            # The queue is declared again just after the connection: what is published before
+            # that is not this replica's (no retries on a live queue), so publish until one is.
+            published: set[str] = set()
+            received = None
+            async with asyncio.timeout(30):
+                while received is None:
+                    note = notification_data(recipient)
+                    published.add(str((await publish_on_rabbitmq(NOTIFICATION_CREATED, note)).id))
+                    with contextlib.suppress(TimeoutError):
+                        received = await receive_event(ws, timeout=1)
+    proxy.stop()
+    assert received["id"] in published
+
+
+async def publish_on_rabbitmq(event_type: str, data: dict[str, Any]) -> EventEnvelope:
+    envelope = EventEnvelope(type=event_type, producer="test", data=data)
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await exchange.publish(
+            aio_pika.Message(envelope.model_dump_json().encode()), routing_key=envelope.type
+        )
+    return envelope
