@@ -552,18 +552,18 @@ async def test_readiness_fails_while_the_event_subscription_is_down(
 
             return check
 
-        await eventually(events("ok"), "the subscription is up", timeout=15)
+        await eventually(events("ok"), "the subscription is up", timeout=60)
         proxy.stop()
-        await eventually(events("down"), "the replica is not ready", timeout=15)
+        await eventually(events("down"), "the replica is not ready", timeout=60)
         proxy.start()
-        await eventually(events("ok"), "the subscription is back", timeout=30)
+        await eventually(events("ok"), "the subscription is back", timeout=60)
         async with open_socket(ws_base, token) as ws:
             await receive(ws)
             # The queue is declared again just after the connection: what is published before
             # that is not this replica's (no retries on a live queue), so publish until one is.
             published: set[str] = set()
             received = None
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while received is None:
                     note = notification_data(recipient)
                     published.add(str((await publish_on_rabbitmq(NOTIFICATION_CREATED, note)).id))
