@@ -6,7 +6,7 @@ PORT ?= 8000
 
 .PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
 	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild \
-	image up down
+	bench-live image up down
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -36,7 +36,8 @@ dlq: install
 	$(UV) run --frozen python -m taskhub_common.dlq $(SERVICE) $(if $(REPLAY),--replay)
 
 ## Benchmarks print figures (they are not tests); they need the local servers like `make test`.
-bench: bench-tasks bench-comments bench-files bench-gateway bench-notifier bench-analytics
+bench: bench-tasks bench-comments bench-files bench-gateway bench-notifier bench-analytics \
+	bench-live
 
 bench-tasks: install
 	$(UV) run --frozen python -m bench.tasks.run
@@ -76,6 +77,10 @@ up:
 
 down:
 	docker compose down
+
+## Live updates: idle sockets per gateway process (RSS) and event-to-client latency.
+bench-live: install
+	$(UV) run --frozen python -m bench.live.run
 
 lint: install
 	$(UV) run --frozen ruff check .

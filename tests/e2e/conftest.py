@@ -46,6 +46,10 @@ async def stack(
             "ENVIRONMENT": "test",
             "TRUSTED_PROXIES": "127.0.0.1",
             "REFRESH_GRACE_SECONDS": str(E2E_REFRESH_GRACE_SECONDS),
+            # Small pools: this stack stays up while tests/faults runs a second one, and both
+            # must fit in PostgreSQL's default 100 connections.
+            "DB_POOL_SIZE": "3",
+            "DB_MAX_OVERFLOW": "4",
         },
         service_env={
             "tasks": {"REDIS_PORT": str(tasks_redis.port)},

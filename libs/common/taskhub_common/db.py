@@ -57,6 +57,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             database_url(settings),
             pool_size=settings.DB_POOL_SIZE,
+            max_overflow=settings.DB_MAX_OVERFLOW,
             pool_pre_ping=True,
             echo=settings.DEBUG,
             connect_args={"server_settings": {"search_path": schema}},

@@ -43,6 +43,8 @@ class ServiceSettings(BaseSettings):
     # The schema this service owns; empty means the service name.
     DB_SCHEMA: str = ""
     DB_POOL_SIZE: int = 10
+    # Connections opened beyond the pool during a burst (closed when returned).
+    DB_MAX_OVERFLOW: int = 10
 
     # RabbitMQ. Unset: the in-process event bus.
     RABBITMQ_URL: str | None = None

@@ -14,10 +14,15 @@ from starlette.responses import Response
 
 from gateway.clients import ip_key, rate_limit_key
 from gateway.compose import TASK_VIEW, compose_task
+from gateway.consumers import EVENT_HANDLERS
+from gateway.live import LiveUpdates, keep_streams
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
 from gateway.rate_limits import RateLimiter, rate_limit
 from gateway.settings import GatewaySettings
+from gateway.sockets import redact_socket_credentials
+from gateway.sockets import router as socket_router
+from gateway.tickets import ticket_router
 from gateway.upstreams import find_upstream, is_public, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
@@ -74,12 +79,14 @@ def build_router(settings: GatewaySettings) -> APIRouter:
         names = list(clients)
         checks = await asyncio.gather(*(_readiness(clients[name]) for name in names))
         services = dict(zip(names, checks, strict=True))
+        live = request.app.state.live.status(request.app)
         healthy = all(check["status"] == "ok" for check in services.values())
         return {
             "name": settings.APP_NAME,
             "version": settings.APP_VERSION,
-            "status": "ok" if healthy else "degraded",
+            "status": "ok" if healthy and live["events"] == "ok" else "degraded",
             "services": services,
+            "live": live,
         }
 
     # Login and register share one budget per IP: guessing passwords and mass sign-ups alike.
@@ -114,7 +121,7 @@ def build_router(settings: GatewaySettings) -> APIRouter:
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        own = request.app.openapi().get("paths", {})
+        own = request.app.openapi()
         merged: MergedOpenAPI = request.app.state.merged_openapi
         return JSONResponse(await merged.document(request.app.state.upstream_clients, own))
 
@@ -155,16 +162,27 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         for client in app.state.upstream_clients.values():
             await client.aclose()
 
+    live = LiveUpdates(settings)
     app = create_service_app(
         ServiceSpec(
             settings=settings,
-            routers=[build_router(settings)],
+            # Before the catch-all proxy route of build_router.
+            routers=[
+                ticket_router(settings.RATE_LIMIT_DEFAULT),
+                socket_router,
+                build_router(settings),
+            ],
             description="The public entry of TaskHub.",
+            # Live updates: every replica receives every event on a queue of its own.
+            event_handlers=EVENT_HANDLERS,
             on_startup=[open_upstreams],
-            on_shutdown=[close_upstreams],
+            on_shutdown=[live.shutdown, close_upstreams],
+            background=[keep_streams],
             openapi_docs=False,
         )
     )
+    app.state.live = live
+    redact_socket_credentials()
     app.state.upstreams = table
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.trusted_networks = [

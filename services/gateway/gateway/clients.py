@@ -8,10 +8,10 @@ peer before this code sees it): the peer here is the real one.
 
 import ipaddress
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     peer = request.client.host if request.client else "unknown"
     trusted = request.app.state.trusted_networks
     if not trusted or not _in(peer, trusted):
@@ -24,7 +24,7 @@ def client_ip(request: Request) -> str:
     return peer
 
 
-def client_scheme(request: Request) -> str:
+def client_scheme(request: HTTPConnection) -> str:
     """http or https as the client used it: a trusted proxy's X-Forwarded-Proto, else ours."""
     peer = request.client.host if request.client else "unknown"
     forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
@@ -33,14 +33,14 @@ def client_scheme(request: Request) -> str:
     return request.url.scheme
 
 
-def rate_limit_key(request: Request) -> str:
+def rate_limit_key(request: HTTPConnection) -> str:
     principal = getattr(request.state, "principal", None)
     if principal is not None:
         return f"user:{principal.user_id}"
     return f"ip:{client_ip(request)}"
 
 
-def ip_key(request: Request) -> str:
+def ip_key(request: HTTPConnection) -> str:
     return f"ip:{client_ip(request)}"
 
 

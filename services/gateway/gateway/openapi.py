@@ -39,8 +39,10 @@ class MergedOpenAPI:
         self._complete = False
 
     async def document(
-        self, clients: dict[str, httpx.AsyncClient], own_paths: dict[str, Any]
+        self, clients: dict[str, httpx.AsyncClient], own: dict[str, Any]
     ) -> dict[str, Any]:
+        """The services' documents merged into the gateway's own (`own`: its routes, e.g.
+        the WebSocket ticket, with their schemas)."""
         fresh = time.monotonic() - self._built_at < self.ttl
         if self._cache is not None and self._complete and fresh:
             return self._cache
@@ -50,9 +52,9 @@ class MergedOpenAPI:
         document: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version},
-            "paths": dict(own_paths),
+            "paths": dict(own.get("paths", {})),
             "components": {
-                "schemas": {},
+                "schemas": dict(own.get("components", {}).get("schemas", {})),
                 "securitySchemes": {"HTTPBearer": {"type": "http", "scheme": "bearer"}},
             },
         }

@@ -13,6 +13,20 @@ class GatewaySettings(UploadSettings):
     UPSTREAM_TIMEOUT: float = 30.0
     # Request bodies up to this size are buffered; larger ones (uploads) are streamed through.
     BUFFER_BODY_BYTES: int = 1024 * 1024
+    # Live updates over WebSocket (docs/live-updates.md).
+    WS_MAX_PER_USER: int = 10
+    # WebSocket handshakes per client IP.
+    WS_HANDSHAKE_RATE: str = "60/minute"
+    # Largest message a client may send, in bytes.
+    WS_MAX_MESSAGE_BYTES: int = 4096
+    # Messages waiting for one socket; a client that lets more pile up is closed (1013).
+    WS_SEND_QUEUE: int = 256
+    # How long before its token expires a socket is told so (token_expiring).
+    WS_EXPIRY_NOTICE_SECONDS: int = 60
+    # Each user's resumable history: at most this many messages, for at most this long.
+    WS_HISTORY_MESSAGES: int = 1000
+    WS_HISTORY_SECONDS: int = 24 * 3600
+    WS_TICKET_SECONDS: int = 30
 
     @property
     def cors_origins(self) -> list[str]:

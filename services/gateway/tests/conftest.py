@@ -13,7 +13,8 @@ from taskhub_common.testing.suite import Suite
 
 SUITE = Suite("gateway")
 # The real identity service runs in-process beside the gateway, which verifies its tokens.
-identity_app = SUITE.shared_fixtures().identity_app
+_shared = SUITE.shared_fixtures()
+identity_app, identity = _shared.identity_app, _shared.identity
 
 
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]]
@@ -26,11 +27,13 @@ def make_gateway(identity_app: FastAPI) -> GatewayFactory:
     @contextlib.asynccontextmanager
     async def started(extra_upstreams=(), **overrides) -> AsyncIterator[FastAPI]:
         settings = GatewaySettings(
-            IDENTITY_URL=SUITE.identity_url,
-            REDIS_HOST=REDIS_HOST,
-            TRUSTED_PROXIES="127.0.0.1",
-            ENVIRONMENT="test",
-            **overrides,
+            **{
+                "IDENTITY_URL": SUITE.identity_url,
+                "REDIS_HOST": REDIS_HOST,
+                "TRUSTED_PROXIES": "127.0.0.1",
+                "ENVIRONMENT": "test",
+                **overrides,
+            }
         )
         app = create_gateway(settings)
         # A test's upstreams come first and replace the defaults of the same name.
