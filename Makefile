@@ -4,7 +4,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-distributed test test-unit test-e2e lint format dlq bench bench-tasks \
+.PHONY: install run run-distributed test test-unit test-e2e test-faults lint format dlq bench bench-tasks \
 	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild \
 	bench-live image up down
 
@@ -27,6 +27,9 @@ test: install
 
 test-unit: install
 	$(UV) run --frozen pytest libs services
+
+test-faults: install
+	$(UV) run --frozen pytest tests/faults
 
 test-e2e: install
 	$(UV) run --frozen pytest tests/e2e

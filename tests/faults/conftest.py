@@ -48,10 +48,6 @@ async def stack(
             "RABBITMQ_URL": through(broker_proxy, RABBITMQ_URL),
             # The bursts are one user's: the gateway's per-user budget is not under test here.
             "RATE_LIMIT_DEFAULT": "100000/minute",
-            # This stack and the e2e suite's run at once: both must fit in PostgreSQL's
-            # default 100 connections.
-            "DB_POOL_SIZE": "3",
-            "DB_MAX_OVERFLOW": "4",
         },
     )
     await recreate_database(running.database)
