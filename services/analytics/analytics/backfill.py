@@ -7,48 +7,36 @@ comes second for a task changes nothing unless it is newer: no loss, no double c
 
 import asyncio
 import logging
+import uuid
 
-import httpx
 from fastapi import FastAPI
 
 from analytics.repository import AnalyticsRepository
 from taskhub_common.cache import GenerationalCache
-from taskhub_common.contracts import TaskData
 from taskhub_common.db import Database
-from taskhub_common.internal_auth import service_headers
+from taskhub_common.tasks_client import TasksClient
 
 logger = logging.getLogger(__name__)
 
-EXPORT_PATH = "/internal/tasks/export"
 RETRY_SECONDS = 2.0
 
 
 async def rebuild(
-    database: Database,
-    tasks: httpx.AsyncClient,
-    secret_key: str,
-    cache: GenerationalCache,
-    page_size: int,
+    database: Database, tasks: TasksClient, cache: GenerationalCache, page_size: int
 ) -> int:
     """Read every page of the export (keyset: `after` the last id) into the model; returns how
     many tasks were read."""
-    headers = service_headers(secret_key)
-    after: str | None = None
+    after: uuid.UUID | None = None
     read = 0
     while True:
-        params: dict[str, str | int] = {"limit": page_size}
-        if after is not None:
-            params["after"] = after
-        response = await tasks.get(EXPORT_PATH, params=params, headers=headers)
-        response.raise_for_status()
-        page = [TaskData.model_validate(item) for item in response.json()]
+        page = await tasks.export_page(after, page_size)
         if not page:
             break
         async with database.sessionmaker.begin() as session:
             await AnalyticsRepository(session).apply(page)
         await cache.invalidate()
         read += len(page)
-        after = str(page[-1].id)
+        after = page[-1].id
     async with database.sessionmaker.begin() as session:
         await AnalyticsRepository(session).record_backfill(read)
     logger.info("backfill read %d tasks from the tasks service", read)
@@ -65,11 +53,7 @@ async def backfill_at_start(app: FastAPI) -> None:
                 if await AnalyticsRepository(session).backfill_done():
                     return
             await rebuild(
-                database,
-                app.state.tasks_client.client,
-                settings.SECRET_KEY,
-                app.state.cache,
-                settings.BACKFILL_PAGE_SIZE,
+                database, app.state.tasks_client, app.state.cache, settings.BACKFILL_PAGE_SIZE
             )
             return
         except asyncio.CancelledError:

@@ -8,6 +8,7 @@ from analytics.cache import open_cache
 from analytics.settings import AnalyticsSettings
 from taskhub_common.db import Database
 from taskhub_common.http import make_http_client
+from taskhub_common.tasks_client import TasksClient
 
 
 async def main() -> None:
@@ -17,7 +18,7 @@ async def main() -> None:
     tasks = make_http_client(settings.TASKS_URL, timeout=60.0)
     try:
         read = await rebuild(
-            database, tasks, settings.SECRET_KEY, cache, settings.BACKFILL_PAGE_SIZE
+            database, TasksClient(tasks, settings.SECRET_KEY), cache, settings.BACKFILL_PAGE_SIZE
         )
         print(f"analytics: {read} tasks read from the tasks service")
     finally:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from analytics.app import create_app
 from analytics.backfill import rebuild
 from taskhub_common.internal_auth import service_headers
+from taskhub_common.tasks_client import TasksClient
 from taskhub_common.testing import asgi_client, create_task, eventually, scalar
 
 from .conftest import analytics_settings
@@ -114,7 +115,12 @@ async def test_a_rebuild_during_live_writes_ends_exact(
     settings = app.state.settings
     await asyncio.gather(
         live_writes(),
-        rebuild(app.state.database, tasks, settings.SECRET_KEY, app.state.cache, page_size=5),
+        rebuild(
+            app.state.database,
+            TasksClient(tasks, settings.SECRET_KEY),
+            app.state.cache,
+            page_size=5,
+        ),
     )
     expected = brute_overview(await source_of_truth(tasks_app, tasks, owner["id"]))
     assert expected["total_tasks"] >= 55

@@ -135,14 +135,6 @@ async def fire_due_reminders(database: Database, dispatcher: Dispatcher, limit: 
     return len(due)
 
 
-async def call_overdue_sweep(tasks: TasksClient) -> int:
-    """tasks' internal sweep marks due tasks overdue and emits task.overdue for each.
-    (TasksClient in taskhub_common has no method for it.)"""
-    response = await tasks.client.post("/internal/tasks/overdue-sweep", headers=tasks.headers)
-    response.raise_for_status()
-    return int(response.json()["marked_overdue"])
-
-
 async def tick_overdue_clock(database: Database, tasks: TasksClient, interval: float) -> bool:
     """Call the sweep if no replica did within this interval; True if this one did."""
     async with database.sessionmaker() as session, session.begin():
@@ -151,7 +143,7 @@ async def tick_overdue_clock(database: Database, tasks: TasksClient, interval: f
             OVERDUE_SWEEP, timedelta(seconds=interval * 0.9)
         )
     if my_turn:
-        marked = await call_overdue_sweep(tasks)
+        marked = await tasks.sweep_overdue()
         logger.info("overdue sweep: %d tasks marked overdue", marked)
     return my_turn
 
