@@ -5,7 +5,6 @@ import contextlib
 import ipaddress
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -23,11 +22,11 @@ from gateway.settings import GatewaySettings
 from gateway.sockets import redact_socket_credentials
 from gateway.sockets import router as socket_router
 from gateway.tickets import ticket_router
+from gateway.upstream_client import UpstreamClient, UpstreamError, get_json, make_upstream_client
 from gateway.upstreams import find_upstream, is_public, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
 from taskhub_common.errors import NotAuthenticated, NotFound
-from taskhub_common.http import make_http_client
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -75,7 +74,7 @@ def build_router(settings: GatewaySettings) -> APIRouter:
     @router.get("/api/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:
         """Name, version and the readiness of every service."""
-        clients: dict[str, httpx.AsyncClient] = request.app.state.upstream_clients
+        clients: dict[str, UpstreamClient] = request.app.state.upstream_clients
         names = list(clients)
         checks = await asyncio.gather(*(_readiness(clients[name]) for name in names))
         services = dict(zip(names, checks, strict=True))
@@ -136,13 +135,12 @@ def build_router(settings: GatewaySettings) -> APIRouter:
     return router
 
 
-async def _readiness(client: httpx.AsyncClient) -> dict[str, Any]:
+async def _readiness(client: UpstreamClient) -> dict[str, Any]:
     try:
-        response = await client.get("/health/ready", timeout=2.0)
-    except httpx.HTTPError:
+        status, body = await get_json(client, "/health/ready", within=2.0)
+    except UpstreamError:
         return {"status": "down"}
-    body = response.json() if response.headers.get("content-type") == "application/json" else {}
-    return {"status": "ok" if response.status_code == 200 else "unavailable", **body}
+    return {"status": "ok" if status == 200 else "unavailable", **(body or {})}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -150,11 +148,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     table = upstreams(settings)
 
     async def open_upstreams(app: FastAPI) -> None:
-        timeout = httpx.Timeout(
-            settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT
-        )
         app.state.upstream_clients = {
-            upstream.name: make_http_client(upstream.base_url, timeout=timeout)
+            upstream.name: make_upstream_client(
+                upstream.base_url, settings.UPSTREAM_TIMEOUT, settings.UPSTREAM_CONNECT_TIMEOUT
+            )
             for upstream in app.state.upstreams
         }
 

@@ -15,8 +15,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
-
+from gateway.upstream_client import UpstreamClient, UpstreamError, get_json
 from gateway.upstreams import Upstream, find_upstream, is_public
 from taskhub_common.errors import ERROR_DESCRIPTIONS, ErrorBody
 
@@ -39,7 +38,7 @@ class MergedOpenAPI:
         self._complete = False
 
     async def document(
-        self, clients: dict[str, httpx.AsyncClient], own: dict[str, Any]
+        self, clients: dict[str, UpstreamClient], own: dict[str, Any]
     ) -> dict[str, Any]:
         """The services' documents merged into the gateway's own (`own`: its routes, e.g.
         the WebSocket ticket, with their schemas)."""
@@ -47,7 +46,7 @@ class MergedOpenAPI:
         if self._cache is not None and self._complete and fresh:
             return self._cache
         specs = await asyncio.gather(
-            *(self._fetch(clients[upstream.name]) for upstream in self.table)
+            *(self._fetch(upstream, clients[upstream.name]) for upstream in self.table)
         )
         document: dict[str, Any] = {
             "openapi": "3.1.0",
@@ -71,14 +70,15 @@ class MergedOpenAPI:
         self._complete = all(spec is not None for spec in specs)
         return document
 
-    async def _fetch(self, client: httpx.AsyncClient) -> dict[str, Any] | None:
+    async def _fetch(self, upstream: Upstream, client: UpstreamClient) -> dict[str, Any] | None:
         try:
-            response = await client.get("/openapi.json", timeout=3.0)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError):
-            logger.warning("no OpenAPI from %s", client.base_url)
+            status, document = await get_json(client, "/openapi.json", within=3.0)
+        except UpstreamError:
+            status, document = 0, None
+        if status != 200 or not isinstance(document, dict):
+            logger.warning("no OpenAPI from %s", upstream.name)
             return None
+        return document
 
     def _merge(self, document: dict[str, Any], upstream: Upstream, spec: dict[str, Any]) -> None:
         namespace = upstream.name

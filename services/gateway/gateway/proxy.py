@@ -1,13 +1,20 @@
-"""The streaming reverse proxy: one pooled httpx client per upstream."""
+"""The streaming reverse proxy: one pooled upstream client per service (upstream_client.py)."""
 
 import logging
 
-import httpx
 from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from gateway.clients import client_ip, client_scheme
+from gateway.upstream_client import (
+    Body,
+    Headers,
+    HttpUpstream,
+    InProcessUpstream,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.upstreams import Upstream
 from taskhub_common.errors import ServiceUnavailable, error_response
 from taskhub_common.logs import request_id_var, traceparent_var
@@ -40,28 +47,31 @@ OWN_HEADERS = {
 
 
 BODY_HEADERS = {"content-length", "content-type", "content-encoding"}
+# Header names as the server hands them over (lower-case bytes).
+DROPPED = {name.encode("latin-1") for name in HOP_BY_HOP | OWN_HEADERS}
+DROPPED_WITHOUT_BODY = DROPPED | {name.encode("latin-1") for name in BODY_HEADERS}
 
 
-def request_headers(request: Request, with_body: bool = True) -> list[tuple[str, str]]:
+def request_headers(request: Request, with_body: bool = True) -> Headers:
     """The client's headers for an upstream call, less what only the gateway may set; without
     the body's headers for calls the gateway makes on its own (a composed GET)."""
-    dropped = OWN_HEADERS if with_body else OWN_HEADERS | BODY_HEADERS
+    dropped = DROPPED if with_body else DROPPED_WITHOUT_BODY
     headers = [
         (name, value)
-        for name, value in request.headers.items()
-        if name not in HOP_BY_HOP and name not in dropped and not name.startswith("x-user-")
+        for name, value in request.scope["headers"]
+        if name not in dropped and not name.startswith(b"x-user-")
     ]
     headers += [
-        ("x-forwarded-for", client_ip(request)),
-        ("x-forwarded-proto", client_scheme(request)),
-        ("x-forwarded-host", request.headers.get("host", "")),
-        ("x-request-id", request_id_var.get() or ""),
-        ("traceparent", traceparent_var.get() or ""),
+        (b"x-forwarded-for", client_ip(request).encode("latin-1")),
+        (b"x-forwarded-proto", client_scheme(request).encode("latin-1")),
+        (b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")),
+        (b"x-request-id", (request_id_var.get() or "").encode("latin-1")),
+        (b"traceparent", (traceparent_var.get() or "").encode("latin-1")),
     ]
     return headers
 
 
-async def _request_body(request: Request, buffer_limit: int):
+async def _request_body(request: Request, buffer_limit: int) -> Body:
     """Small bodies are read whole; large ones (uploads) stream through, never held in memory."""
     length = request.headers.get("content-length")
     if length is None and "transfer-encoding" not in request.headers:
@@ -71,50 +81,49 @@ async def _request_body(request: Request, buffer_limit: int):
     return request.stream()
 
 
-def upstream_failure(name: str, exc: httpx.TransportError) -> Response:
-    """504 when a service is too slow, 503 when it cannot be reached."""
-    if isinstance(exc, httpx.TimeoutException):
+def upstream_failure(name: str, exc: UpstreamError) -> Response:
+    """504 when a service is too slow, 503 (with Retry-After) when it cannot be reached."""
+    if isinstance(exc, UpstreamTimeout):
         logger.warning("%s timed out", name)
         return error_response(504, f"The {name} service did not answer in time")
-    logger.warning("%s is unreachable", name, exc_info=True)
+    logger.warning("%s is unreachable: %s", name, exc)
     unavailable = ServiceUnavailable(f"The {name} service is unavailable")
     return error_response(503, unavailable.detail, headers=unavailable.headers)
 
 
 async def forward(request: Request, upstream: Upstream, path: str) -> Response:
-    client: httpx.AsyncClient = request.app.state.upstream_clients[upstream.name]
-    upstream_request = client.build_request(
-        request.method,
-        httpx.URL(path=path, query=request.url.query.encode()),
-        headers=request_headers(request),
-        content=await _request_body(request, request.app.state.settings.BUFFER_BODY_BYTES),
-    )
+    client: HttpUpstream | InProcessUpstream = request.app.state.upstream_clients[upstream.name]
+    buffer_limit = request.app.state.settings.BUFFER_BODY_BYTES
     try:
-        upstream_response = await client.send(upstream_request, stream=True)
-    except httpx.TransportError as exc:
+        upstream_response = await client.send(
+            request.method,
+            path,
+            request.scope["query_string"],
+            request_headers(request),
+            await _request_body(request, buffer_limit),
+        )
+    except UpstreamError as exc:
         return upstream_failure(upstream.name, exc)
     # Raw bytes: the upstream's Content-Encoding is forwarded, so nothing may decode them.
-    length = upstream_response.headers.get("content-length", "")
-    if length.isdigit() and int(length) <= request.app.state.settings.BUFFER_BODY_BYTES:
+    length = upstream_response.header(b"content-length") or ""
+    if length.isdigit() and int(length) <= buffer_limit:
         # A small body (every JSON answer) is read whole and sent in one piece: a streamed
         # response costs a task group and chunked writes per request.
         try:
-            content = b"".join([chunk async for chunk in upstream_response.aiter_raw()])
-        except httpx.TransportError as exc:
+            content = await upstream_response.read()
+        except UpstreamError as exc:
             return upstream_failure(upstream.name, exc)
-        finally:
-            await upstream_response.aclose()
-        response = Response(content, status_code=upstream_response.status_code)
+        response = Response(content, status_code=upstream_response.status)
     else:
         response = StreamingResponse(
-            upstream_response.aiter_raw(),
-            status_code=upstream_response.status_code,
+            upstream_response.stream(),
+            status_code=upstream_response.status,
             background=BackgroundTask(upstream_response.aclose),
         )
     # A list, not a dict: repeated headers (Set-Cookie, Link) must all get through.
     response.raw_headers = [
         (name, value)
-        for name, value in upstream_response.headers.raw
+        for name, value in upstream_response.headers
         if name.lower() not in HOP_BY_HOP_RAW
     ]
     return response
