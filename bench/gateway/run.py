@@ -35,6 +35,8 @@ from taskhub_common.testing import new_user, recreate_database
 from tests.e2e.stack import Process, Stack, free_port
 
 TASKS = 2_000
+# Seven processes importing at once on a busy two-core machine can take minutes.
+START_TIMEOUT = 600
 BENCH_ENV = {"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"}
 
 
@@ -233,6 +235,7 @@ async def distributed(args: argparse.Namespace) -> None:
     await recreate_database("taskhub_bench_gateway")
     workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-"))
     stack = Stack("distributed", workdir, database="taskhub_bench_gateway", extra_env=BENCH_ENV)
+    stack.start_timeout = START_TIMEOUT
     stack.start()
     try:
         gateway_env = stack.processes[-1].env
@@ -263,7 +266,7 @@ async def embedded(args: argparse.Namespace) -> None:
     stack.processes[0].start()
     stack.base_url = f"http://127.0.0.1:{ports['gateway']}"
     try:
-        stack.wait_healthy(timeout=120)
+        stack.wait_healthy(timeout=START_TIMEOUT)
         urls = {name: f"http://127.0.0.1:{ports[name]}" for name in ("tasks", "identity")}
         await measure_mode("embedded", stack, urls, args)
     finally:

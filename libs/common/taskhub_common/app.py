@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from taskhub_common.auth import JwksKeySource, KeySource, TokenVerifier
 from taskhub_common.bus import make_bus
+from taskhub_common.cache import task_part_cache
 from taskhub_common.consumer import EventConsumer, EventHandler
 from taskhub_common.db import Database
 from taskhub_common.errors import install_error_handlers
@@ -58,6 +59,9 @@ class ServiceSpec:
     openapi_docs: bool = True
     # Services that hang things on tasks ask tasks about them: app.state.tasks_client.
     asks_tasks: bool = False
+    # The part of the composed task view this service owns (comments, files): its writes bump
+    # app.state.task_parts after they commit, so the gateway's copies go stale (decision 0044).
+    task_part: str | None = None
 
 
 def create_service_app(spec: ServiceSpec) -> FastAPI:
@@ -99,6 +103,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 make_http_client(settings.TASKS_URL, timeout=settings.TASKS_TIMEOUT_SECONDS),
                 settings.SECRET_KEY,
             )
+        if spec.task_part is not None:
+            app.state.task_parts = task_part_cache(
+                settings.redis_url, settings.DB_NAME, spec.task_part
+            )
         key_source = (
             spec.key_source(app)
             if spec.key_source
@@ -131,6 +139,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             await app.state.deny_list.close()
             if spec.asks_tasks:
                 await app.state.tasks_client.client.aclose()
+            if spec.task_part is not None:
+                await app.state.task_parts.store.close()
             if subscription is not None:
                 await bus.unsubscribe(subscription)
             await bus.close()

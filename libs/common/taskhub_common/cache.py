@@ -137,3 +137,18 @@ class GenerationalCache:
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:entry:{key}"
+
+
+# Without Redis (the embedded mode) the gateway and the part services share this process, and
+# so this store: the generation a part service bumps is the one the gateway reads.
+_PROCESS_PARTS = MemoryStore()
+
+
+def task_part_cache(
+    redis_url: str | None, db_name: str, part: str, ttl: int = 300
+) -> GenerationalCache:
+    """The cache of one part of the composed task view (`comments`, `files`; decision 0044):
+    the gateway keeps each task's list of that part in it, stamped with the generation that the
+    part's own service bumps after every commit that changes one of its lists."""
+    store = RedisStore(redis_url) if redis_url else _PROCESS_PARTS
+    return GenerationalCache(store, f"{db_name}:task-parts:{part}", ttl)

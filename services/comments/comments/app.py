@@ -21,5 +21,6 @@ def create_app(settings: CommentsSettings | None = None) -> FastAPI:
             migrations_dir=Path(__file__).parent / "migrations",
             event_handlers=EVENT_HANDLERS,
             asks_tasks=True,
+            task_part="comments",
         )
     )

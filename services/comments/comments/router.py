@@ -22,6 +22,7 @@ async def get_service(
     return CommentService(
         session,
         request.app.state.tasks_client,
+        request.app.state.task_parts,
         request.app.state.settings.SERVICE_NAME,
         principal.user_id,
     )

@@ -10,12 +10,14 @@ from comments.models import Comment
 from comments.rendering import render_markdown
 from comments.repository import CommentRepository
 from comments.schemas import CommentCreate, CommentOut, CommentQuery, CommentUpdate
+from taskhub_common.cache import GenerationalCache
 from taskhub_common.contracts import (
     COMMENT_CREATED,
     COMMENT_DELETED,
     COMMENT_UPDATED,
     CommentData,
 )
+from taskhub_common.db import after_commit
 from taskhub_common.deleted_tasks import is_task_deleted
 from taskhub_common.errors import NotFound, NotPermitted
 from taskhub_common.events import EventEnvelope
@@ -31,10 +33,16 @@ async def render(content: str) -> str:
 
 class CommentService:
     def __init__(
-        self, session: AsyncSession, tasks: TasksClient, producer: str, caller_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        tasks: TasksClient,
+        task_parts: GenerationalCache,
+        producer: str,
+        caller_id: uuid.UUID,
     ) -> None:
         self.session = session
         self.tasks = tasks
+        self.task_parts = task_parts
         self.producer = producer
         self.caller_id = caller_id
         self.comments = CommentRepository(session)
@@ -144,3 +152,5 @@ class CommentService:
                 data=data.model_dump(exclude={"changes"} if changes is None else None),
             ),
         )
+        # The gateway's copies of comment lists are stale once this commits (decision 0044).
+        after_commit(self.session, self.task_parts.invalidate)

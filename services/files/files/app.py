@@ -37,6 +37,7 @@ def create_app(settings: FilesSettings | None = None) -> FastAPI:
             migrations_dir=Path(__file__).parent / "migrations",
             event_handlers=EVENT_HANDLERS,
             asks_tasks=True,
+            task_part="files",
             on_startup=[open_clients],
             on_shutdown=[close_clients],
         )

@@ -27,6 +27,7 @@ async def get_service(
         session,
         state.storage,
         state.tasks_client,
+        state.task_parts,
         state.upload_limits,
         state.settings.SERVICE_NAME,
         principal.user_id,

@@ -20,6 +20,7 @@ from files.repository import FileRepository
 from files.schemas import FileOut
 from files.storage import ByteStream, ObjectMissing, Storage
 from files.upload import UploadLimits, receive_files
+from taskhub_common.cache import GenerationalCache
 from taskhub_common.contracts import FILE_DELETED, FILE_UPLOADED, FileData
 from taskhub_common.db import after_commit
 from taskhub_common.deleted_tasks import is_task_deleted
@@ -37,6 +38,7 @@ class FileService:
         session: AsyncSession,
         storage: Storage,
         tasks: TasksClient,
+        task_parts: GenerationalCache,
         limits: UploadLimits,
         producer: str,
         caller_id: uuid.UUID,
@@ -44,6 +46,7 @@ class FileService:
         self.session = session
         self.storage = storage
         self.tasks = tasks
+        self.task_parts = task_parts
         self.limits = limits
         self.producer = producer
         self.caller_id = caller_id
@@ -187,3 +190,5 @@ class FileService:
                 for file in files
             ],
         )
+        # The gateway's copies of file lists are stale once this commits (decision 0044).
+        after_commit(self.session, self.task_parts.invalidate)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
 from gateway.clients import ip_key, rate_limit_key
-from gateway.compose import TASK_VIEW, compose_task
+from gateway.compose import TASK_VIEW, compose_task, part_caches
 from gateway.consumers import EVENT_HANDLERS
 from gateway.live import LiveUpdates, keep_streams
 from gateway.openapi import MergedOpenAPI
@@ -154,10 +154,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             )
             for upstream in app.state.upstreams
         }
+        app.state.task_part_caches = part_caches(settings)
 
     async def close_upstreams(app: FastAPI) -> None:
         for client in app.state.upstream_clients.values():
             await client.aclose()
+        for cache in app.state.task_part_caches.values():
+            await cache.store.close()
 
     live = LiveUpdates(settings)
     app = create_service_app(

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from gateway.proxy import request_headers, upstream_failure
-from gateway.upstream_client import Headers, UpstreamClient, UpstreamError
+from gateway.settings import GatewaySettings
+from gateway.upstream_client import Headers, UpstreamClient, UpstreamError, UpstreamResponse
+from taskhub_common.cache import GenerationalCache, task_part_cache
 from taskhub_common.internal_auth import TASK_SEEN_HEADER, task_seen_claim
 
 TASK_VIEW = re.compile(r"/api/tasks/[^/]+")
@@ -24,14 +26,21 @@ async def compose_task(request: Request, path: str) -> Response:
     """The task, plus whatever parts could be had. A part whose service is down or slow is left
     as an empty list and named in `X-Missing-Parts`; the task itself is never lost to it.
 
-    The task comes first; the parts are then asked together, with a signed claim that the task
-    was just seen live, so comments and files need not each ask tasks again (decision 0042).
-    They still check the caller's token and their own rules."""
+    Tasks is asked first, and its answer decides: the caller and the task were checked there.
+    Each part's list comes from the part's cache (decision 0044), looked up meanwhile and used
+    only after that 200; a part not cached is asked of its service with a signed claim that the
+    task was just seen live, so comments and files need not ask tasks again (decision 0042),
+    and kept for the next read."""
     clients: dict[str, UpstreamClient] = request.app.state.upstream_clients
+    caches: dict[str, GenerationalCache] = request.app.state.task_part_caches
+    parts = [name for name in TASK_PARTS if name in clients]
+    key = "task:" + path.rsplit("/", 1)[1]
     headers = request_headers(request, with_body=False)
     try:
-        task_response = await clients["tasks"].send("GET", path, b"", headers)
-        task_body = await task_response.read()
+        (task_response, task_body), cached = await asyncio.gather(
+            _get(clients["tasks"], path, b"", headers),
+            asyncio.gather(*(caches[name].get(key) for name in parts)),
+        )
     except UpstreamError as exc:
         return upstream_failure("tasks", exc)
     if task_response.status != 200:
@@ -46,24 +55,48 @@ async def compose_task(request: Request, path: str) -> Response:
             },
         )
     task = json.loads(task_body)
-    claim = task_seen_claim(request.app.state.settings.SECRET_KEY, task["id"]).encode()
-    part_headers = [*headers, (TASK_SEEN_HEADER.lower().encode(), claim)]
-    parts = [name for name in TASK_PARTS if name in clients]
-    part_bodies = await asyncio.gather(
-        *(_part(clients[name], f"{path}/{name}", part_headers) for name in parts),
-        return_exceptions=True,
-    )
+    lists = dict(zip(parts, (value for value, _ in cached), strict=True))
+    if uncached := [name for name in parts if lists[name] is None]:
+        claim = task_seen_claim(request.app.state.settings.SECRET_KEY, task["id"]).encode()
+        part_headers = [*headers, (TASK_SEEN_HEADER.lower().encode(), claim)]
+        fetched = await asyncio.gather(
+            *(_part(clients[name], f"{path}/{name}", part_headers) for name in uncached),
+            return_exceptions=True,
+        )
+        generations = dict(zip(parts, (generation for _, generation in cached), strict=True))
+        kept = []
+        for name, body in zip(uncached, fetched, strict=True):
+            if isinstance(body, bytes):
+                lists[name] = body
+                kept.append(caches[name].set(key, body, generations[name]))
+        await asyncio.gather(*kept)
     missing = []
-    for name, body in zip(parts, part_bodies, strict=True):
-        if isinstance(body, bytes):
-            task[name] = json.loads(body)
-        else:
+    for name in parts:
+        if lists[name] is None:
             missing.append(name)
+        else:
+            task[name] = json.loads(lists[name])
     return JSONResponse(task, headers={"X-Missing-Parts": ",".join(missing)} if missing else None)
+
+
+async def _get(
+    client: UpstreamClient, path: str, query: bytes, headers: Headers
+) -> tuple[UpstreamResponse, bytes]:
+    response = await client.send("GET", path, query, headers)
+    return response, await response.read()
 
 
 async def _part(client: UpstreamClient, path: str, headers: Headers) -> bytes | None:
     """A part's list as JSON, or None when its service did not give one."""
-    response = await client.send("GET", path, PART_QUERY, headers)
-    body = await response.read()
+    response, body = await _get(client, path, PART_QUERY, headers)
     return body if response.status == 200 else None
+
+
+def part_caches(settings: GatewaySettings) -> dict[str, GenerationalCache]:
+    """One cache per part, under the generation its service bumps."""
+    return {
+        name: task_part_cache(
+            settings.redis_url, settings.DB_NAME, name, settings.TASK_PARTS_CACHE_SECONDS
+        )
+        for name in TASK_PARTS
+    }

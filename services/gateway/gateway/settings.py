@@ -13,6 +13,9 @@ class GatewaySettings(UploadSettings):
     UPSTREAM_TIMEOUT: float = 30.0
     # Request bodies up to this size are buffered; larger ones (uploads) are streamed through.
     BUFFER_BODY_BYTES: int = 1024 * 1024
+    # How long the composed task view keeps a task's comments and files (decision 0044); a
+    # write to them makes the copy stale at once.
+    TASK_PARTS_CACHE_SECONDS: int = 300
     # Live updates over WebSocket (docs/live-updates.md).
     WS_MAX_PER_USER: int = 10
     # WebSocket handshakes per client IP.

@@ -1,5 +1,6 @@
 import contextlib
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -32,6 +33,8 @@ def make_gateway(identity_app: FastAPI) -> GatewayFactory:
                 "REDIS_HOST": REDIS_HOST,
                 "TRUSTED_PROXIES": "127.0.0.1",
                 "ENVIRONMENT": "test",
+                # Its own namespace for the composed view's part caches (in the shared Redis).
+                "DB_NAME": f"gateway_test_{uuid.uuid4().hex[:12]}",
                 **overrides,
             }
         )

@@ -292,8 +292,13 @@ async def test_merged_openapi_holds_identity_routes_with_resolvable_refs(
 
 
 @pytest.fixture(scope="session")
-async def task_parts_url() -> AsyncIterator[str]:
-    async for url in serve(task_service_app()):
+def task_parts_app() -> FastAPI:
+    return task_service_app()
+
+
+@pytest.fixture(scope="session")
+async def task_parts_url(task_parts_app: FastAPI) -> AsyncIterator[str]:
+    async for url in serve(task_parts_app):
         yield url
 
 
@@ -332,6 +337,30 @@ async def test_a_task_is_composed_with_its_comments_and_files(
     assert composed.json()["files"] == [{"id": "files-1", "task_id": "7"}]
     assert "x-missing-parts" not in composed.headers
     assert missing.status_code == 404
+    assert anonymous.status_code == 401
+
+
+async def test_a_task_s_parts_are_served_from_cache_until_their_service_writes(
+    make_gateway, client_for, task_parts_app, task_parts_url
+) -> None:
+    table = [
+        Upstream(name, task_parts_url, ("/api/tasks/",) if name == "tasks" else (), "")
+        for name in ("tasks", "comments", "files")
+    ]
+    async with make_gateway(table) as app, client_for(app) as client:
+        token = await token_for(client)
+        calls = task_parts_app.state.part_calls
+        first = await client.get("/api/tasks/9", headers=bearer(token))
+        asked = len(calls)
+        again = await client.get("/api/tasks/9", headers=bearer(token))
+        assert len(calls) == asked  # both parts from the cache
+        # What comments does after a write commits: its generation moves on.
+        await app.state.task_part_caches["comments"].invalidate()
+        after_write = await client.get("/api/tasks/9", headers=bearer(token))
+        anonymous = await client.get("/api/tasks/9")
+    assert first.json() == again.json() == after_write.json()
+    assert first.json()["comments"] == [{"id": "comments-1", "task_id": "9"}]
+    assert [part for part, _ in calls[asked:]] == ["comments"]
     assert anonymous.status_code == 401
 
 
