@@ -124,8 +124,9 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
                 raise RuntimeError(f"{target.method} {target.path}: {status}")
 
     try:
-        for connection in connections:  # one request each first: warm caches and pools
-            await connection.send(request)
+        # One request each first, all at once: warm caches and pools. (One after another, the
+        # first connections could idle past the server's 5 s keep-alive on a slow machine.)
+        await asyncio.gather(*(connection.send(request) for connection in connections))
         deadline = time.perf_counter() + seconds
         began = time.perf_counter()
         await asyncio.gather(*(client(connection) for connection in connections))
