@@ -5,7 +5,8 @@ and Redis; embedded: one process, as `make run`), one user with 2,000 tasks, cac
 for each of five endpoints the same request through the gateway and straight to the service
 that owns it, measured in turn (a few short rounds, alternating) so that a noisy machine
 slows both alike and their ratio holds. A bare ASGI + asyncpg endpoint serving the same page
-of 20 is the ceiling.
+of 20 is the ceiling. The composed view is measured warm like the pages: its task from tasks'
+cache, its comments and files from the gateway's part caches (decision 0044).
 
     make bench-gateway          # or: python -m bench.gateway.run --seconds 2 --rounds 3
 Prints req/s (median of the rounds), p50 and p99 (all rounds), and gateway/direct req/s.

@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: Headers = []
         self.head_done = False
+        self.keep_alive = False
         self.complete = False
         self.received_any = False
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -141,6 +142,8 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        # Asked now: once the message is complete the parser has moved on to the next one.
+        self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -158,7 +161,7 @@ class _Connection(asyncio.Protocol):
         return not self.lost and self.broken is None
 
     def reusable(self) -> bool:
-        return self.usable() and self.complete and self.parser.should_keep_alive()
+        return self.usable() and self.complete and self.keep_alive
 
     def take(self) -> bytes:
         chunk = self.chunks.popleft()

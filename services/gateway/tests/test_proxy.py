@@ -134,6 +134,7 @@ async def test_service_down_is_503_with_error_body(
         token = await token_for(client)
         response = await client.get("/api/down/anything", headers=bearer(token))
     assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
     body = response.json()
     assert body["code"] == "unavailable"
     assert "down" in body["detail"]
