@@ -34,7 +34,7 @@ from sqlalchemy import select
 from starlette.datastructures import State
 
 from analytics.cache import open_cache
-from analytics.consumers import EVENT_HANDLERS
+from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.models import TaskFact
 from analytics.settings import AnalyticsSettings
 from bench.tasks.run import fill, percentile
@@ -65,7 +65,7 @@ async def handler_rate(env: dict[str, str], events: int, concurrency: int = 20) 
     database = Database(settings)
     state = State()
     state.cache = open_cache(settings)
-    consumer = EventConsumer("analytics", database, EVENT_HANDLERS, state)
+    consumer = EventConsumer("analytics", database, EVENT_HANDLERS, state, BATCH_EVENT_HANDLERS)
     try:
         async with database.sessionmaker() as session:
             rows = (await session.execute(select(TaskFact).limit(events))).scalars().all()
