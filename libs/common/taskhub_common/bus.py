@@ -31,8 +31,7 @@ T = TypeVar("T")
 
 Handler = Callable[[EventEnvelope], Awaitable[None]]
 BatchHandler = Callable[[list[EventEnvelope]], Awaitable[None]]
-# At most this many deliveries in one batch; RabbitMQ's prefetch is twice it, so the next
-# batch is on its way while one is handled.
+# At most this many deliveries in one batch.
 BATCH_SIZE = 100
 # How long a batch that is not full waits for more deliveries: a few ms of latency when idle,
 # against a transaction per event in a burst.
@@ -100,9 +99,7 @@ class RabbitMQBus:
     """Topic exchange `taskhub.events`; durable queue per service with a ladder of delay queues
     for retries and a `.dlq`; persistent messages published with confirms."""
 
-    def __init__(
-        self, url: str, publish_timeout: float = 10.0, prefetch: int = 2 * BATCH_SIZE
-    ) -> None:
+    def __init__(self, url: str, publish_timeout: float = 10.0, prefetch: int = 20) -> None:
         self.url = url
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
@@ -211,7 +208,9 @@ class RabbitMQBus:
     async def _declare_and_consume(self, subscription: Subscription) -> None:
         assert self.connection is not None
         channel = await self.connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self.prefetch)
+        # A batched subscription has twice a batch in flight: the next one arrives meanwhile.
+        batched = subscription.batch_handler is not None
+        await channel.set_qos(prefetch_count=2 * BATCH_SIZE if batched else self.prefetch)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -240,7 +239,7 @@ class RabbitMQBus:
             await queue.bind(exchange, key)
         self._queues.append(queue)
 
-        if subscription.batch_handler is None:
+        if not batched:
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 await self._handle(channel, subscription, message)
