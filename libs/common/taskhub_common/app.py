@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from taskhub_common.auth import JwksKeySource, KeySource, TokenVerifier
 from taskhub_common.bus import make_bus
 from taskhub_common.cache import task_part_cache
-from taskhub_common.consumer import EventConsumer, EventHandler
+from taskhub_common.consumer import BatchEventHandler, EventConsumer, EventHandler
 from taskhub_common.db import Database
 from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
@@ -49,6 +49,8 @@ class ServiceSpec:
     # Event type -> handler. Without a database, the service still receives the events, on a
     # queue of its own process (no inbox, no retries: see EventConsumer).
     event_handlers: dict[str, EventHandler] = field(default_factory=dict)
+    # Event type -> a handler of many such events at once (in place of one in event_handlers).
+    batch_event_handlers: dict[str, BatchEventHandler] = field(default_factory=dict)
     # Where access-token keys come from; default: identity's JWKS over HTTP.
     key_source: Callable[[FastAPI], KeySource] | None = None
     on_startup: list[Hook] = field(default_factory=list)
@@ -81,9 +83,13 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
             app.state.database = Database(settings)
             await app.state.database.migrate(spec.migrations_dir)
         subscription = None
-        if spec.event_handlers:
+        if spec.event_handlers or spec.batch_event_handlers:
             consumer = EventConsumer(
-                settings.SERVICE_NAME, app.state.database, spec.event_handlers, app.state
+                settings.SERVICE_NAME,
+                app.state.database,
+                spec.event_handlers,
+                app.state,
+                spec.batch_event_handlers,
             )
             subscription = await consumer.subscribe(
                 bus,

@@ -4,6 +4,10 @@ embedded one.
 Both give the same delivery semantics to a subscriber: at-least-once, bounded retries with
 back-off, then a dead-letter queue. The subscriber's handler must be idempotent (the consumer's
 inbox makes it so) and raises to ask for a retry.
+
+A subscription with a batch handler gets the deliveries at hand (up to BATCH_SIZE, waiting at
+most BATCH_LINGER_SECONDS for more) in one call; when that fails, each of them goes through
+the one-event handler, with its own retries and dead letter (decision 0063).
 """
 
 import asyncio
@@ -11,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -23,7 +27,15 @@ from taskhub_common.events import EXCHANGE, EventEnvelope
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 Handler = Callable[[EventEnvelope], Awaitable[None]]
+BatchHandler = Callable[[list[EventEnvelope]], Awaitable[None]]
+# At most this many deliveries in one batch.
+BATCH_SIZE = 100
+# How long a batch that is not full waits for more deliveries: a few ms of latency when idle,
+# against a transaction per event in a burst.
+BATCH_LINGER_SECONDS = 0.002
 # What became of a delivery: its handler succeeded, failed and it waits for a retry, failed for
 # the last time (or could not be read) and it went to the dead letters, or failed on a queue
 # without retries.
@@ -43,6 +55,9 @@ class Subscription:
     database: Database | None = None
     # Told each delivery's outcome (one of OUTCOMES), for /metrics.
     on_outcome: Callable[[str], None] | None = None
+    # Handles many events in one go (one transaction); `handler` still takes them one at a
+    # time when a batch fails.
+    batch_handler: BatchHandler | None = None
 
     def record(self, outcome: str) -> None:
         if self.on_outcome is not None:
@@ -57,6 +72,10 @@ class EventBus(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None: ...
+    # Each event's outcome, in order: None when published, else what failed.
+    async def publish_many(
+        self, events: list[tuple[EventEnvelope, dict[str, str]]]
+    ) -> list[BaseException | None]: ...
     async def subscribe(self, subscription: Subscription) -> None: ...
     async def unsubscribe(self, subscription: Subscription) -> None: ...
     def is_ready(self) -> bool: ...
@@ -90,6 +109,7 @@ class RabbitMQBus:
         self._queues: list[aio_pika.abc.AbstractQueue] = []  # strong refs for robust recovery
         self._connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
+        self._batchers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         # Connect in the background: a service starts (and fills its outbox) while RabbitMQ is down.
@@ -133,6 +153,8 @@ class RabbitMQBus:
     async def close(self) -> None:
         if self._connector:
             self._connector.cancel()
+        for batcher in self._batchers:
+            batcher.cancel()
         if self.connection:
             # A half-open connection can make close() wait forever; shutdown must not.
             with contextlib.suppress(TimeoutError):
@@ -165,6 +187,16 @@ class RabbitMQBus:
             message, routing_key=envelope.type, mandatory=False, timeout=self.publish_timeout
         )
 
+    async def publish_many(
+        self, events: list[tuple[EventEnvelope, dict[str, str]]]
+    ) -> list[BaseException | None]:
+        """All in flight at once, their confirms awaited together."""
+        outcomes = await asyncio.gather(
+            *(self.publish(envelope, headers) for envelope, headers in events),
+            return_exceptions=True,
+        )
+        return [outcome if isinstance(outcome, BaseException) else None for outcome in outcomes]
+
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Nothing to do: closing the connection ends every consumer (the durable queues stay)."""
 
@@ -176,7 +208,9 @@ class RabbitMQBus:
     async def _declare_and_consume(self, subscription: Subscription) -> None:
         assert self.connection is not None
         channel = await self.connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self.prefetch)
+        # A batched subscription has twice a batch in flight: the next one arrives meanwhile.
+        batched = subscription.batch_handler is not None
+        await channel.set_qos(prefetch_count=2 * BATCH_SIZE if batched else self.prefetch)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -205,10 +239,77 @@ class RabbitMQBus:
             await queue.bind(exchange, key)
         self._queues.append(queue)
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._handle(channel, subscription, message)
+        if not batched:
 
-        await queue.consume(on_message)
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                await self._handle(channel, subscription, message)
+
+            await queue.consume(on_message)
+            return
+        # One batcher per subscription takes the deliveries in order; robust recovery consumes
+        # again into the same buffer.
+        deliveries: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+        async def on_delivery(message: AbstractIncomingMessage) -> None:
+            deliveries.put_nowait(message)
+
+        self._batchers.append(
+            asyncio.create_task(
+                self._batch_loop(channel, subscription, deliveries),
+                name=f"batches of {subscription.queue}",
+            )
+        )
+        await queue.consume(on_delivery)
+
+    async def _batch_loop(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        subscription: Subscription,
+        deliveries: asyncio.Queue[AbstractIncomingMessage],
+    ) -> None:
+        while True:
+            batch = await take_batch(deliveries)
+            try:
+                await self._handle_batch(channel, subscription, batch)
+            except Exception:
+                # Never let the loop die: unacknowledged messages come back on a new channel.
+                logger.exception("batch of %s not handled", subscription.queue)
+
+    async def _handle_batch(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        subscription: Subscription,
+        messages: list[AbstractIncomingMessage],
+    ) -> None:
+        assert subscription.batch_handler is not None
+        readable: list[AbstractIncomingMessage] = []
+        envelopes: list[EventEnvelope] = []
+        for message in messages:
+            try:
+                envelopes.append(EventEnvelope.model_validate_json(message.body))
+                readable.append(message)
+            except ValidationError:
+                await self._handle(channel, subscription, message)  # dead-letters it
+        if len(readable) == 1:
+            await self._handle(channel, subscription, readable[0])
+            return
+        if not readable:
+            return
+        try:
+            await subscription.batch_handler(envelopes)
+        except Exception:
+            logger.warning(
+                "batch of %d on %s failed; handling them one at a time",
+                len(readable),
+                subscription.queue,
+                exc_info=True,
+            )
+            for message in readable:
+                await self._handle(channel, subscription, message)
+            return
+        for message in readable:
+            subscription.record("handled")
+            await _ack(message)
 
     async def _handle(
         self,
@@ -253,10 +354,35 @@ class RabbitMQBus:
                         await message.nack(requeue=True)
                     return
                 subscription.record("dead_lettered" if target.endswith(".dlq") else "retried")
+        await _ack(message)
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    try:
+        await message.ack()
+    except ChannelInvalidStateError:
+        logger.warning("ack after a reconnect failed; the message will be redelivered")
+
+
+async def take_batch(items: asyncio.Queue[T]) -> list[T]:
+    """The first item (waiting for it), then whatever follows within BATCH_LINGER_SECONDS, up
+    to BATCH_SIZE."""
+    batch = [await items.get()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BATCH_LINGER_SECONDS
+    while len(batch) < BATCH_SIZE:
+        if not items.empty():
+            batch.append(items.get_nowait())
+            continue
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
         try:
-            await message.ack()
-        except ChannelInvalidStateError:
-            logger.warning("ack after a reconnect failed; the message will be redelivered")
+            async with asyncio.timeout(remaining):
+                batch.append(await items.get())
+        except TimeoutError:
+            break
+    return batch
 
 
 def copy_message(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:

@@ -4,7 +4,9 @@ As on RabbitMQ, publishing and handling are decoupled: publish() only puts the e
 subscriber's queue and returns, so a producer's relay never waits for a slow or failing
 consumer. A consumer's queue is a table (`event_queue`) in the consumer's own schema, written
 before publish() returns, so an event the relay marks sent is never lost, whatever crashes
-next. One worker per queue takes due rows (oldest first, SKIP LOCKED), runs the handler, and
+next; a batch of events (the relay's) goes to each queue in one statement. One worker per
+queue takes due rows (oldest first, SKIP LOCKED), hands them to the subscription's batch
+handler at once (or, without one or when the batch fails, to its handler one at a time), and
 deletes them; a failure is retried after the subscription's back-off and, after the last
 attempt, kept in the table as a dead letter (`dead_at`), which `make dlq` lists and replays.
 
@@ -21,8 +23,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.bus import Subscription, topic_matches
 from taskhub_common.events import EventEnvelope
@@ -30,7 +33,7 @@ from taskhub_common.outbox import event_queue
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 50
+BATCH_SIZE = 100
 # A retry that falls due is noticed within this, even when nothing new is published.
 POLL_SECONDS = 0.5
 MEMORY_QUEUE_SIZE = 10_000
@@ -95,31 +98,57 @@ class InProcessBus:
             queue.worker = None
 
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
+        await self.publish_many([(envelope, headers)])
+
+    async def publish_many(
+        self, events: list[tuple[EventEnvelope, dict[str, str]]]
+    ) -> list[BaseException | None]:
+        """Each queue gets its events in one statement. The outcome of each event: None, or
+        the error of a queue that could not take it (the relay publishes it again; a queue
+        that has it already keeps one)."""
         await self._publishing.wait()
+        outcomes: list[BaseException | None] = [None] * len(events)
         for queue in list(self.queues.values()):
             subscription = queue.active
-            if subscription is None or not any(
-                topic_matches(key, envelope.type) for key in subscription.routing_keys
-            ):
+            if subscription is None:
+                continue
+            wanted = [
+                (index, envelope, headers)
+                for index, (envelope, headers) in enumerate(events)
+                if any(topic_matches(key, envelope.type) for key in subscription.routing_keys)
+            ]
+            if not wanted:
                 continue
             if subscription.database is None:
-                try:
-                    queue.memory.put_nowait(envelope)
-                except asyncio.QueueFull:
-                    logger.error("queue %s is full; event %s dropped", queue.name, envelope.id)
+                for _, envelope, _ in wanted:
+                    try:
+                        queue.memory.put_nowait(envelope)
+                    except asyncio.QueueFull:
+                        logger.error("queue %s is full; event %s dropped", queue.name, envelope.id)
                 continue
-            async with subscription.database.sessionmaker.begin() as session:
-                await session.execute(
-                    insert(event_queue)
-                    .values(
-                        queue=queue.name,
-                        event_id=envelope.id,
-                        envelope=envelope.model_dump(mode="json"),
-                        headers=headers,
+            try:
+                async with subscription.database.sessionmaker.begin() as session:
+                    await session.execute(
+                        insert(event_queue)
+                        .values(
+                            [
+                                {
+                                    "queue": queue.name,
+                                    "event_id": envelope.id,
+                                    "envelope": envelope.model_dump(mode="json"),
+                                    "headers": headers,
+                                }
+                                for _, envelope, headers in wanted
+                            ]
+                        )
+                        .on_conflict_do_nothing(index_elements=["queue", "event_id"])
                     )
-                    .on_conflict_do_nothing(index_elements=["queue", "event_id"])
-                )
+            except Exception as exc:
+                for index, _, _ in wanted:
+                    outcomes[index] = exc
+                continue
             queue.wake.set()
+        return outcomes
 
     async def _work(self, queue: _Queue) -> None:
         while True:
@@ -172,35 +201,68 @@ class InProcessBus:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            done = []
-            for row in rows:
-                envelope = EventEnvelope.model_validate(row.envelope)
-                try:
-                    await subscription.handler(envelope)
-                except Exception as exc:
-                    attempt = row.attempts + 1
-                    logger.warning(
-                        "handler of %s failed (attempt %d)", name, attempt, exc_info=True
-                    )
-                    if attempt >= subscription.max_attempts:
-                        logger.error("event %s dead-lettered in %s", envelope.id, name)
-                        later = {"dead_at": datetime.now(UTC)}
-                        subscription.record("dead_lettered")
-                    else:
-                        delay = timedelta(milliseconds=subscription.delay_ms(attempt))
-                        later = {"available_at": datetime.now(UTC) + delay}
-                        subscription.record("retried")
-                    await session.execute(
-                        update(event_queue)
-                        .where(event_queue.c.position == row.position)
-                        .values(attempts=attempt, error=repr(exc)[:500], **later)
-                    )
-                    continue
-                subscription.record("handled")
-                done.append(row.position)
+            envelopes = [EventEnvelope.model_validate(row.envelope) for row in rows]
+            if await _handled_as_batch(name, subscription, envelopes):
+                done = [row.position for row in rows]
+            else:
+                done = [
+                    row.position
+                    for row, envelope in zip(rows, envelopes, strict=True)
+                    if await _handle_row(session, name, subscription, row, envelope)
+                ]
             if done:
                 await session.execute(delete(event_queue).where(event_queue.c.position.in_(done)))
         return len(rows)
+
+
+async def _handled_as_batch(
+    name: str, subscription: Subscription, envelopes: list[EventEnvelope]
+) -> bool:
+    """All at once through the batch handler; False when there is none, a single event (it
+    goes to the handler alone, once), or the batch failed (each goes alone then)."""
+    if subscription.batch_handler is None or len(envelopes) < 2:
+        return False
+    try:
+        await subscription.batch_handler(envelopes)
+    except Exception:
+        logger.warning(
+            "batch of %d in %s failed; handling them one at a time",
+            len(envelopes),
+            name,
+            exc_info=True,
+        )
+        return False
+    for _ in envelopes:
+        subscription.record("handled")
+    return True
+
+
+async def _handle_row(
+    session: AsyncSession, name: str, subscription: Subscription, row: Row, envelope: EventEnvelope
+) -> bool:
+    """One event through the subscription's handler: True when handled, else its row is set
+    for a retry or as a dead letter."""
+    try:
+        await subscription.handler(envelope)
+    except Exception as exc:
+        attempt = row.attempts + 1
+        logger.warning("handler of %s failed (attempt %d)", name, attempt, exc_info=True)
+        if attempt >= subscription.max_attempts:
+            logger.error("event %s dead-lettered in %s", envelope.id, name)
+            later = {"dead_at": datetime.now(UTC)}
+            subscription.record("dead_lettered")
+        else:
+            delay = timedelta(milliseconds=subscription.delay_ms(attempt))
+            later = {"available_at": datetime.now(UTC) + delay}
+            subscription.record("retried")
+        await session.execute(
+            update(event_queue)
+            .where(event_queue.c.position == row.position)
+            .values(attempts=attempt, error=repr(exc)[:500], **later)
+        )
+        return False
+    subscription.record("handled")
+    return True
 
 
 shared_bus = InProcessBus()

@@ -196,21 +196,11 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            outcomes = await asyncio.gather(
-                *(
-                    self.bus.publish(EventEnvelope.model_validate(row.payload), row.headers)
-                    for row in rows
-                ),
-                return_exceptions=True,
+            outcomes = await self.bus.publish_many(
+                [(EventEnvelope.model_validate(row.payload), row.headers) for row in rows]
             )
-            sent = [
-                row.id
-                for row, outcome in zip(rows, outcomes, strict=True)
-                if not isinstance(outcome, BaseException)
-            ]
-            failure: BaseException | None = next(
-                (outcome for outcome in outcomes if isinstance(outcome, BaseException)), None
-            )
+            sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+            failure = next((outcome for outcome in outcomes if outcome is not None), None)
             # What the broker confirmed is marked sent even when another publish failed.
             if sent:
                 await session.execute(

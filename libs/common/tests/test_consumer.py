@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from taskhub_common.bus import EventBus, RabbitMQBus, retry_queue_name
 from taskhub_common.consumer import EventConsumer, EventContext
@@ -241,3 +241,101 @@ async def test_dead_letters_can_be_inspected_and_replayed(
 
     await until(handled)
     assert await dead_letters(bus, service, database) == []
+
+
+async def test_a_burst_is_handled_in_batches_in_order(
+    bus: EventBus, service: str, database: Database, handled_table
+) -> None:
+    """Events published together share transactions (fewer than one each), and each reaches
+    its handler once, in publishing order."""
+    seen: list[uuid.UUID] = []
+
+    async def record(ctx: EventContext) -> None:
+        seen.append(ctx.event.id)
+        transaction = await ctx.session.scalar(text("SELECT txid_current()::text"))
+        await ctx.session.execute(
+            insert(handled_table).values(event_id=ctx.event.id, note=transaction)
+        )
+
+    event_type = await subscribe(bus, service, database, record)
+    events = [EventEnvelope(type=event_type, producer="backbone") for _ in range(50)]
+    outcomes = await bus.publish_many([(event, {}) for event in events])
+    assert outcomes == [None] * len(events)
+    ids = [event.id for event in events]
+
+    async def all_handled() -> bool:
+        return await notes(database, handled_table, ids) is not None
+
+    await until(all_handled)
+    assert seen == ids
+    transactions = await notes(database, handled_table, ids)
+    assert transactions is not None
+    assert len(set(transactions)) < len(events) / 2, "a transaction per event: no batching"
+
+
+async def notes(database: Database, handled_table, ids: list[uuid.UUID]) -> list[str] | None:
+    """The note of each event's row, once every one has exactly one."""
+    async with database.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(handled_table.c.event_id, handled_table.c.note).where(
+                    handled_table.c.event_id.in_(ids)
+                )
+            )
+        ).all()
+    if sorted(row.event_id for row in rows) != sorted(ids):
+        return None
+    return [row.note for row in rows]
+
+
+async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(
+    bus: EventBus, service: str, database: Database, handled_table
+) -> None:
+    """The batch falls back to one event at a time: the others land once, the bad one goes
+    through its retries to the dead letters by itself."""
+    bad = EventEnvelope(type=f"{service}.happened", producer="backbone")
+    events = [EventEnvelope(type=bad.type, producer="backbone") for _ in range(20)]
+    events.insert(10, bad)
+
+    async def fails_on_bad(ctx: EventContext) -> None:
+        await ctx.session.execute(insert(handled_table).values(event_id=ctx.event.id, note="ok"))
+        if ctx.event.id == bad.id:
+            raise RuntimeError("poison")
+
+    outcomes: list[str] = []
+    await subscribe(bus, service, database, fails_on_bad, outcomes)
+    await bus.publish_many([(event, {}) for event in events])
+
+    async def dead_lettered() -> bool:
+        return bad.id in await dead_letters(bus, service, database)
+
+    await until(dead_lettered)
+    good = [event.id for event in events if event.id != bad.id]
+    assert await notes(database, handled_table, good) == ["ok"] * len(good)
+    assert await handled_count(database, handled_table, bad.id) == 0
+    assert await dead_letters(bus, service, database) == [bad.id]
+    assert sorted(outcomes) == sorted(
+        ["handled"] * len(good) + ["retried"] * (MAX_ATTEMPTS - 1) + ["dead_lettered"]
+    )
+
+
+async def test_a_batch_handler_takes_runs_of_its_events_and_drops_duplicates(
+    database: Database, service: str
+) -> None:
+    """Consecutive events of a batch handler's types go to it at once, the others to their own
+    handler between them, in order; an event twice in a batch, or handled before, runs once."""
+    calls: list[list[str]] = []
+
+    async def many(contexts: list[EventContext]) -> None:
+        calls.append([ctx.event.type for ctx in contexts])
+
+    async def one(ctx: EventContext) -> None:
+        calls.append([ctx.event.type])
+
+    consumer = EventConsumer(service, database, {"b": one}, batch_handlers={"a": many, "c": many})
+    events = [EventEnvelope(type=kind, producer="backbone") for kind in "aacbca"]
+    again = events[0]
+    await consumer.process(again)
+    calls.clear()
+    await consumer.process_batch([*events, events[1], EventEnvelope(type="x", producer="p")])
+    assert calls == [["a", "c"], ["b"], ["c", "a"]]

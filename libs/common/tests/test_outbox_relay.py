@@ -174,31 +174,31 @@ async def test_connection_lost_mid_work_loses_nothing(database: Database) -> Non
     proxy.stop()
 
 
-class RefusingBus:
+class RefusingBus(RabbitMQBus):
     """The real bus, except that the broker is made to refuse one event."""
 
-    def __init__(self, bus: RabbitMQBus, refused: uuid.UUID) -> None:
-        self.bus = bus
+    def __init__(self, url: str, refused: uuid.UUID) -> None:
+        super().__init__(url)
         self.refused = refused
 
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
         if envelope.id == self.refused:
             raise ConnectionError("nacked")
-        await self.bus.publish(envelope, headers)
+        await super().publish(envelope, headers)
 
 
 async def test_a_batch_marks_sent_only_what_the_broker_confirmed(database: Database) -> None:
     key = f"test.{uuid.uuid4().hex}.created"
-    bus = RabbitMQBus(RABBITMQ_URL)
-    await bus.start()
     events = [new_event(key) for _ in range(5)]
     refused = events[2]
+    bus = RefusingBus(RABBITMQ_URL, refused.id)
+    await bus.start()
     try:
         async with Listener(key) as listener:
             async with database.sessionmaker.begin() as session:
                 await add_events(session, events)
-            refusing = RefusingBus(bus, refused.id)
-            relay = OutboxRelay(database, refusing, batch_size=1000)  # type: ignore[arg-type]
+            await bus.wait_connected()
+            relay = OutboxRelay(database, bus, batch_size=1000)
             with pytest.raises(ConnectionError):
                 await relay.publish_batch()
             await listener.wait_for(4)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from analytics.backfill import backfill_at_start
 from analytics.cache import open_cache
-from analytics.consumers import EVENT_HANDLERS
+from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.router import router
 from analytics.settings import AnalyticsSettings
 from taskhub_common.app import ServiceSpec, create_service_app
@@ -26,6 +26,7 @@ def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
             description="Task analytics of TaskHub, from a read model fed by task events.",
             migrations_dir=Path(__file__).parent / "migrations",
             event_handlers=EVENT_HANDLERS,
+            batch_event_handlers=BATCH_EVENT_HANDLERS,
             on_shutdown=[close_cache],
             background=[backfill_at_start],
             asks_tasks=True,

@@ -8,15 +8,20 @@ from taskhub_common.db import after_commit
 from taskhub_common.users import USER_EVENT_HANDLERS
 
 
-async def on_task_event(ctx: EventContext) -> None:
+async def on_task_events(contexts: list[EventContext]) -> None:
     """Every task event carries the whole task after the change: the model takes it when it is
-    newer than what it holds (see AnalyticsRepository.apply), and the cached answers go."""
-    task = TaskData.model_validate(ctx.event.data)
-    await AnalyticsRepository(ctx.session).apply([task], deleted=ctx.event.type == TASK_DELETED)
-    after_commit(ctx.session, ctx.state.cache.invalidate)
+    newer than what it holds (see AnalyticsRepository.apply), a batch of them in one statement,
+    and the cached answers go once the batch is committed."""
+    tasks = []
+    for ctx in contexts:
+        task = TaskData.model_validate(ctx.event.data)
+        if ctx.event.type == TASK_DELETED:
+            task = task.model_copy(update={"is_deleted": True})
+        tasks.append(task)
+    session = contexts[0].session
+    await AnalyticsRepository(session).apply(tasks)
+    after_commit(session, contexts[0].state.cache.invalidate)
 
 
-EVENT_HANDLERS = {
-    **USER_EVENT_HANDLERS,
-    **dict.fromkeys(TASK_EVENTS, on_task_event),
-}
+EVENT_HANDLERS = USER_EVENT_HANDLERS
+BATCH_EVENT_HANDLERS = dict.fromkeys(TASK_EVENTS, on_task_events)

@@ -119,6 +119,29 @@ def fact_values(task: TaskData) -> dict[str, Any]:
     }
 
 
+def _by_id(row: dict[str, Any]) -> uuid.UUID:
+    return row["id"]
+
+
+def _fold(rows: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
+    """One row per task, with what UPSERT_FACTS would leave after taking the rows in order: the
+    fields of the newest version (the first of equals), deleted if any says so, the earliest
+    start."""
+    folded: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in rows:
+        held = folded.get(row["id"])
+        if held is None:
+            folded[row["id"]] = row
+            continue
+        newest = row if row["updated_at"] > held["updated_at"] else held
+        starts = [start for start in (held["started_at"], row["started_at"]) if start is not None]
+        folded[row["id"]] = newest | {
+            "is_deleted": held["is_deleted"] or row["is_deleted"],
+            "started_at": min(starts, default=None),
+        }
+    return folded
+
+
 def _upsert_facts():
     statement = insert(facts)
     incoming = statement.excluded
@@ -150,9 +173,12 @@ class AnalyticsRepository:
 
     # Writes: order-safe and idempotent (see UPSERT_FACTS).
 
-    async def apply(self, tasks: Sequence[TaskData], deleted: bool = False) -> None:
-        """Take tasks as events or the export describe them (one statement each table)."""
-        rows = [fact_values(task) | ({"is_deleted": True} if deleted else {}) for task in tasks]
+    async def apply(self, tasks: Sequence[TaskData]) -> None:
+        """Take tasks as events or the export describe them (one statement each table). A task
+        described more than once is folded into one row first, as the upsert would fold them
+        one after another (a statement may touch a row only once); rows go in id order, so
+        two writers lock them in the same order."""
+        rows = sorted(_fold([fact_values(task) for task in tasks]).values(), key=_by_id)
         if not rows:
             return
         await self.session.execute(UPSERT_FACTS, rows)
@@ -160,12 +186,12 @@ class AnalyticsRepository:
             INSERT_HISTORY,
             [
                 {
-                    "task_id": row["id"],
-                    "changed_at": row["updated_at"],
-                    "status": row["status"],
-                    "assigned_to": row["assigned_to"],
+                    "task_id": task.id,
+                    "changed_at": task.updated_at,
+                    "status": task.status,
+                    "assigned_to": task.assigned_to,
                 }
-                for row in rows
+                for task in tasks
             ],
         )
 

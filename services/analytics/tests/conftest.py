@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from analytics.app import create_app
-from analytics.consumers import EVENT_HANDLERS
+from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.settings import AnalyticsSettings
 from taskhub_common.consumer import EventConsumer
 from taskhub_common.events import EventEnvelope
@@ -53,7 +53,9 @@ async def bob(make_user: UserFactory) -> User:
 def deliver(app: FastAPI):
     """Hands an event to the analytics consumer as the bus would (inbox, one transaction,
     after-commit cache invalidation)."""
-    consumer = EventConsumer("analytics", app.state.database, EVENT_HANDLERS, app.state)
+    consumer = EventConsumer(
+        "analytics", app.state.database, EVENT_HANDLERS, app.state, BATCH_EVENT_HANDLERS
+    )
 
     async def deliver_event(envelope: EventEnvelope) -> None:
         await consumer.process(envelope)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from notifier.consumers import EVENT_HANDLERS
+from notifier.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from notifier.delivery import Dispatcher
 from notifier.router import reminders_router, router
 from notifier.settings import NotifierSettings
@@ -23,6 +23,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             description="In-app notifications, email, reminders and the overdue clock.",
             migrations_dir=Path(__file__).parent / "migrations",
             event_handlers=EVENT_HANDLERS,
+            batch_event_handlers=BATCH_EVENT_HANDLERS,
             background=[mail_worker, reminder_clock, overdue_clock],
             asks_tasks=True,
         )

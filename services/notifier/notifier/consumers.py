@@ -2,10 +2,13 @@
 the notifier's own read model of tasks: a task deleted or completed meanwhile, or a user no
 longer its assignee, gets no notice."""
 
+import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from notifier import notices
-from notifier.delivery import Dispatcher
+from notifier.delivery import Dispatcher, Notice
 from notifier.repository import (
     ReminderRepository,
     TaskSnapshot,
@@ -39,17 +42,36 @@ async def on_user_event(ctx: EventContext) -> None:
     await UserEmailRepository(ctx.session).upsert(user.id, user.email, ctx.event.occurred_at)
 
 
-async def on_task_changed(ctx: EventContext) -> None:
-    """task.created, task.updated, task.completed: the read model (and reminders follow); a
-    task created with an assignee tells them, as an assignment would."""
-    task, state = await _apply(ctx)
-    if ctx.event.type == TASK_CREATED and task.assigned_to is not None:
-        await _tell_assignee(ctx, task, state)
+async def on_task_events(contexts: list[EventContext]) -> None:
+    """task.created, task.updated, task.completed and task.assigned, a run of them at once: the
+    read model (and reminders follow); the assignee of a task assigned, or created with an
+    assignee, is told. A task named again in the run starts a new round, so each event sees
+    the state the ones before it left."""
+    for chunk in _each_task_once(contexts):
+        session = chunk[0][0].session
+        states = await _apply_many(session, [task for _, task in chunk])
+        deliveries = [
+            told
+            for ctx, task in chunk
+            if ctx.event.type in (TASK_CREATED, TASK_ASSIGNED)
+            and (told := _assignee_notice(ctx, task, states[task.id])) is not None
+        ]
+        if deliveries:
+            await _dispatcher(chunk[0][0]).deliver_many(session, deliveries)
 
 
-async def on_task_assigned(ctx: EventContext) -> None:
-    task, state = await _apply(ctx)
-    await _tell_assignee(ctx, task, state)
+def _each_task_once(contexts: list[EventContext]) -> list[list[tuple[EventContext, TaskData]]]:
+    """The run in order, cut before each event of a task already in the current piece."""
+    chunks: list[list[tuple[EventContext, TaskData]]] = [[]]
+    seen: set[uuid.UUID] = set()
+    for ctx in contexts:
+        task = TaskData.model_validate(ctx.event.data)
+        if task.id in seen:
+            chunks.append([])
+            seen.clear()
+        seen.add(task.id)
+        chunks[-1].append((ctx, task))
+    return chunks
 
 
 async def on_task_deleted(ctx: EventContext) -> None:
@@ -99,40 +121,51 @@ async def on_comment_created(ctx: EventContext) -> None:
 
 
 async def _apply(ctx: EventContext) -> tuple[TaskData, TaskSnapshot]:
-    """Fold the event's task into the read model (an older one changes nothing) and keep the
-    task's pending reminders in step: dropped once it is closed, moved with its due date."""
     task = TaskData.model_validate(ctx.event.data)
-    state = await TaskStateRepository(ctx.session).apply(
-        {
-            "task_id": task.id,
-            "title": task.title,
-            "status": task.status,
-            "due_date": task.due_date,
-            "notify_overdue": task.notify_overdue,
-            "is_deleted": task.is_deleted,
-            "created_by": task.created_by,
-            "assigned_to": task.assigned_to,
-            "updated_at": task.updated_at,
-        }
+    return task, (await _apply_many(ctx.session, [task]))[task.id]
+
+
+async def _apply_many(
+    session: AsyncSession, tasks: list[TaskData]
+) -> dict[uuid.UUID, TaskSnapshot]:
+    """Fold the events' tasks (each named once) into the read model (an older one changes
+    nothing) and keep the tasks' pending reminders in step: dropped once a task is closed,
+    moved with its due date."""
+    states = await TaskStateRepository(session).apply_many(
+        [
+            {
+                "task_id": task.id,
+                "title": task.title,
+                "status": task.status,
+                "due_date": task.due_date,
+                "notify_overdue": task.notify_overdue,
+                "is_deleted": task.is_deleted,
+                "created_by": task.created_by,
+                "assigned_to": task.assigned_to,
+                "updated_at": task.updated_at,
+            }
+            for task in tasks
+        ]
     )
-    reminders = ReminderRepository(ctx.session)
-    if state.is_deleted or state.status == COMPLETED:
-        await reminders.drop_pending_of_task(task.id)
-    elif task.changes is None or "due_date" in task.changes:
+    reminders = ReminderRepository(session)
+    await reminders.drop_pending_of_tasks([task.id for task in tasks if _closed(states[task.id])])
+    for task in tasks:
         # Only an event that may set the due date (a create, a sweep, a change of it) moves
         # the reminders: an assignment or a new title saves the statement.
-        await reminders.follow_due_date(task.id, state.due_date)
-    return task, state
+        if not _closed(states[task.id]) and (task.changes is None or "due_date" in task.changes):
+            await reminders.follow_due_date(task.id, states[task.id].due_date)
+    return states
 
 
-async def _tell_assignee(ctx: EventContext, task: TaskData, state: TaskSnapshot) -> None:
+def _assignee_notice(
+    ctx: EventContext, task: TaskData, state: TaskSnapshot
+) -> tuple[Notice, list[uuid.UUID]] | None:
     assignee = task.assigned_to
     if assignee is None or assignee != state.assigned_to or assignee == ctx.event.actor_id:
-        return
+        return None
     if _closed(state):
-        return
-    notice = notices.task_assigned(ctx.event.id, state.task_id, state.title)
-    await _dispatcher(ctx).deliver(ctx.session, notice, [assignee])
+        return None
+    return notices.task_assigned(ctx.event.id, state.task_id, state.title), [assignee]
 
 
 def _closed(state: TaskSnapshot) -> bool:
@@ -149,11 +182,10 @@ def _dispatcher(ctx: EventContext) -> Dispatcher:
 EVENT_HANDLERS = {
     USER_REGISTERED: on_user_event,
     USER_UPDATED: on_user_event,
-    TASK_CREATED: on_task_changed,
-    TASK_UPDATED: on_task_changed,
-    TASK_COMPLETED: on_task_changed,
-    TASK_ASSIGNED: on_task_assigned,
     TASK_DELETED: on_task_deleted,
     TASK_OVERDUE: on_task_overdue,
     COMMENT_CREATED: on_comment_created,
 }
+BATCH_EVENT_HANDLERS = dict.fromkeys(
+    (TASK_CREATED, TASK_UPDATED, TASK_COMPLETED, TASK_ASSIGNED), on_task_events
+)

@@ -4,7 +4,7 @@ as each recipient's preferences say, written in the caller's transaction."""
 import asyncio
 import uuid
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -70,10 +70,25 @@ class Dispatcher:
         self, session: AsyncSession, notice: Notice, recipients: Iterable[uuid.UUID]
     ) -> list[NotificationData]:
         """Returns the in-app notifications created now (none for a cause already handled)."""
-        user_ids = sorted(set(recipients))
-        if not user_ids:
-            return []
-        wanted = await PreferenceRepository(session).delivery_settings(user_ids, notice.type)
+        return await self.deliver_many(session, [(notice, recipients)])
+
+    async def deliver_many(
+        self,
+        session: AsyncSession,
+        deliveries: Sequence[tuple[Notice, Iterable[uuid.UUID]]],
+    ) -> list[NotificationData]:
+        """`deliver` for many notices at once: one read of the preferences per notice type,
+        one insert per table."""
+        wanted = [(notice, sorted(set(recipients))) for notice, recipients in deliveries]
+        settings: dict[tuple[NotificationType, uuid.UUID], DeliverySettings] = {}
+        preferences = PreferenceRepository(session)
+        for type_ in {notice.type for notice, _ in wanted}:
+            user_ids = sorted(
+                {user for notice, users in wanted if notice.type == type_ for user in users}
+            )
+            if user_ids:
+                for user_id, each in (await preferences.delivery_settings(user_ids, type_)).items():
+                    settings[type_, user_id] = each
         rows = await NotificationRepository(session).add_many(
             [
                 {
@@ -85,8 +100,9 @@ class Dispatcher:
                     "message": notice.message,
                     "cause_id": notice.cause_id,
                 }
+                for notice, user_ids in wanted
                 for user_id in user_ids
-                if wanted[user_id].in_app
+                if settings[notice.type, user_id].in_app
             ]
         )
         created = [NotificationData.model_validate(row) for row in rows]
@@ -104,10 +120,11 @@ class Dispatcher:
                     "subject": notice.title,
                     "body": notice.message,
                     "dedupe_key": f"{notice.email_key}:{user_id}" if notice.email_key else None,
-                    "send_after": quiet_until(now, wanted[user_id]) or now,
+                    "send_after": quiet_until(now, settings[notice.type, user_id]) or now,
                 }
+                for notice, user_ids in wanted
                 for user_id in user_ids
-                if wanted[user_id].email
+                if settings[notice.type, user_id].email
             ]
         )
         if queued:

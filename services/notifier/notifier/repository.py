@@ -331,6 +331,23 @@ class TaskStateRepository:
         assert held is not None
         return held
 
+    async def apply_many(self, rows: list[dict[str, Any]]) -> dict[uuid.UUID, TaskSnapshot]:
+        """`apply` for tasks each named once, in one upsert (and one read of those whose held
+        state was newer): what is held now, by task id."""
+        if not rows:
+            return {}
+        applied = {
+            row["task_id"]: TaskSnapshot(**row)
+            for row in (await self.session.execute(APPLY_TASK_STATE, rows)).mappings()
+        }
+        older = [row["task_id"] for row in rows if row["task_id"] not in applied]
+        if older:
+            held = await self.session.execute(
+                select(task_states).where(task_states.c.task_id.in_(older))
+            )
+            applied |= {row["task_id"]: TaskSnapshot(**row) for row in held.mappings()}
+        return applied
+
     async def get(self, task_id: uuid.UUID) -> TaskSnapshot | None:
         row = (
             (
@@ -391,10 +408,11 @@ class ReminderRepository:
         )
         return result.rowcount > 0
 
-    async def drop_pending_of_task(self, task_id: uuid.UUID) -> None:
-        await self.session.execute(
-            delete(Reminder).where(Reminder.task_id == task_id, Reminder.fired_at.is_(None))
-        )
+    async def drop_pending_of_tasks(self, task_ids: Sequence[uuid.UUID]) -> None:
+        if task_ids:
+            await self.session.execute(
+                delete(Reminder).where(Reminder.task_id.in_(task_ids), Reminder.fired_at.is_(None))
+            )
 
     async def follow_due_date(self, task_id: uuid.UUID, due_date: datetime | None) -> None:
         """Move the task's pending relative reminders with its (new) due date."""

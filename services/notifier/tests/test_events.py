@@ -278,3 +278,42 @@ async def test_each_notice_is_announced_as_notification_created(
     assert set(payload["data"]) == NOTIFICATION_FIELDS
     assert payload["data"]["user_id"] == bob[0]["id"]
     assert payload["data"]["type"] == "task_assigned"
+
+
+async def test_assignments_handled_in_one_batch_each_see_the_state_before_them(
+    app: FastAPI, tasks: httpx.AsyncClient, alice, bob, make_user
+) -> None:
+    """Three assignments of two tasks queued together (one batch): the second of the same task
+    is weighed against the state the first left, so both its assignees are told, in order."""
+    carol = await make_user()
+    first = await create_task(tasks, alice[1])
+    second = await create_task(tasks, alice[1])
+    now = datetime.now(UTC)
+
+    def assigned(task: dict, user, later: int) -> EventEnvelope:
+        return EventEnvelope(
+            type="task.assigned",
+            producer="tasks",
+            actor_id=uuid.UUID(alice[0]["id"]),
+            aggregate_id=uuid.UUID(task["id"]),
+            data={
+                **task,
+                "assigned_to": user[0]["id"],
+                "updated_at": (now + timedelta(seconds=later)).isoformat(),
+            },
+        )
+
+    batch = [assigned(first, bob, 1), assigned(second, bob, 1), assigned(first, carol, 2)]
+    await make_bus(None).publish_many([(event, {}) for event in batch])
+    told_bob = await wait_notices(app, bob, 2)
+    assert {notice["task_id"] for notice in told_bob} == {
+        uuid.UUID(first["id"]),
+        uuid.UUID(second["id"]),
+    }
+    (told_carol,) = await wait_notices(app, carol, 1)
+    assert told_carol["task_id"] == uuid.UUID(first["id"])
+    assert told_carol["cause_id"] == batch[2].id
+    (state,) = await rows(
+        app, "SELECT assigned_to FROM task_states WHERE task_id = :t", t=uuid.UUID(first["id"])
+    )
+    assert state["assigned_to"] == uuid.UUID(carol[0]["id"])
