@@ -186,10 +186,9 @@ async def test_expiring_token_is_announced_and_renewed_in_band(
     live_gateway, make_user, identity_app
 ) -> None:
     user_id, token = await make_user()
+    key_ring = identity_app.state.key_ring
     async with live_gateway(WS_EXPIRY_NOTICE_SECONDS=2) as (_, url):
-        async with open_socket(
-            url, short_access_token(identity_app.state.key_ring, user_id, 3), random_ip()
-        ) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 3), random_ip()) as ws:
             assert (await receive(ws))["type"] == "hello"
             assert (await receive(ws))["type"] == "token_expiring"
             await ws.send(json.dumps({"type": "auth", "token": token}))
@@ -198,17 +197,13 @@ async def test_expiring_token_is_announced_and_renewed_in_band(
             await ws.send(json.dumps({"type": "ping"}))
             assert (await receive(ws))["type"] == "pong"
         # Without a fresh token, the socket is closed at expiry.
-        async with open_socket(
-            url, short_access_token(identity_app.state.key_ring, user_id, 2), random_ip()
-        ) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 2), random_ip()) as ws:
             started = time.monotonic()
             assert await close_code(ws) == 4001
             assert time.monotonic() - started > 1
         # A token of someone else does not renew it.
         _, other_token = await make_user()
-        async with open_socket(
-            url, short_access_token(identity_app.state.key_ring, user_id, 30), random_ip()
-        ) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 30), random_ip()) as ws:
             await ws.send(json.dumps({"type": "auth", "token": other_token}))
             assert await close_code(ws) == 4001
 
