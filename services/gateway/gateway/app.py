@@ -14,7 +14,7 @@ from starlette.responses import Response
 from gateway.clients import ip_key, rate_limit_key
 from gateway.compose import TASK_VIEW, compose_task, part_caches
 from gateway.consumers import EVENT_HANDLERS
-from gateway.live import LiveUpdates, keep_streams
+from gateway.live import LiveUpdates, keep_log
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
 from gateway.rate_limits import RateLimiter, rate_limit
@@ -177,7 +177,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             event_handlers=EVENT_HANDLERS,
             on_startup=[open_upstreams],
             on_shutdown=[live.shutdown, close_upstreams],
-            background=[keep_streams],
+            background=[keep_log],
             openapi_docs=False,
         )
     )

@@ -1,9 +1,9 @@
-"""Live updates: which events become which WebSocket messages, who gets each, and the hub that
-numbers them in each user's stream and hands them to this replica's sockets.
+"""Live updates: which events become which WebSocket messages, who may see each, and the hub
+that numbers them in the live log and hands them to this replica's sockets.
 
 Every replica subscribes on a queue of its own (so it sees every event) and holds any user's
-sockets; a user's messages are numbered in their stream (gateway.streams), the same on every
-replica. docs/live-updates.md is the client's view.
+sockets; messages are numbered in one log (gateway.streams), the same on every replica.
+docs/live-updates.md is the client's view.
 """
 
 import asyncio
@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.settings import GatewaySettings
-from gateway.streams import MemoryStreams, RedisStreams, UserStreams, message_text
+from gateway.streams import Entry, LiveLog, MemoryLog, RedisLog, log_namespace, message_text
 from gateway.tickets import TicketStore
 from taskhub_common.contracts import (
     COMMENT_CREATED,
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How often the users of open sockets are marked as still there (their streams kept).
-TOUCH_SECONDS = 60.0
+# How often a replica with open sockets keeps the log from expiring.
+KEEP_SECONDS = 60.0
+# The in-process bus is this process's alone, and so is the log of its events.
+PROCESS_ID = uuid.uuid4().hex
 REDIS_CONNECTIONS = 32
 
 
@@ -91,25 +94,44 @@ def message_data(event: EventEnvelope) -> dict[str, Any]:
     return data
 
 
-async def audience(event: EventEnvelope, data: dict[str, Any], hub: "Hub") -> list[uuid.UUID]:
-    """Who may see the message: the one rule. A notification is its recipient's alone. Task,
-    comment and file messages go to every user who may read the task, which today is every
-    user of the workspace: here, every user with a live stream (a socket open within the
-    history window), so one who reconnects finds what they missed. (This replica's own users
-    are added: the shared list it reads may be a second old.)"""
-    if event.type == NOTIFICATION_CREATED:
-        return [uuid.UUID(data["user_id"])]
-    return list({*await hub.streams.recent_users(), *hub.sockets})
+def audience(event_type: str, data: dict[str, Any]) -> str:
+    """Whom the message concerns, as kept beside it in the log: `user:<id>` for a
+    notification (its recipient), `task:<id>` for a task, comment or file message."""
+    if event_type == NOTIFICATION_CREATED:
+        return f"user:{data['user_id']}"
+    return f"task:{data['task_id']}"
+
+
+def may_receive(user_id: uuid.UUID, audience: str) -> bool:
+    """Who may see a message: the one rule, for live delivery and for resuming alike. A
+    notification is its recipient's alone; a task, comment or file message goes to every user
+    who may read the task, which today is every user of the workspace."""
+    kind, _, subject = audience.partition(":")
+    return kind == "task" or subject == str(user_id)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event's message before the log numbers it."""
+
+    event_id: str
+    audience: str
+    body: str
 
 
 @dataclass(eq=False)
 class Hub:
-    """This replica's sockets by user, and the delivery of events to them."""
+    """This replica's sockets by user, and the delivery of the log's messages to them, in seq
+    order and each once."""
 
-    streams: UserStreams
+    log: LiveLog
     max_per_user: int
     sockets: dict[uuid.UUID, set["LiveSocket"]] = field(default_factory=lambda: defaultdict(set))
-    # One event at a time, in the order the queue gave them, so seqs grow in that order.
+    # The log's epoch, and the seq up to which every message has gone to the sockets here.
+    epoch: str | None = None
+    delivered: int = 0
+    # Events waiting to be numbered: whoever holds the lock next numbers all of them at once.
+    _pending: list[Outgoing] = field(default_factory=list)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -117,7 +139,7 @@ class Hub:
         return sum(len(sockets) for sockets in self.sockets.values())
 
     def join(self, socket: "LiveSocket") -> bool:
-        """Register an open socket; False when its user has the most they may have."""
+        """Register a socket; False when its user has the most they may have."""
         sockets = self.sockets[socket.user_id]
         if len(sockets) >= self.max_per_user:
             if not sockets:
@@ -125,6 +147,11 @@ class Hub:
             return False
         sockets.add(socket)
         return True
+
+    def opened(self, epoch: str, head: int) -> None:
+        """A socket starts at the log's head: the first one tells the hub where that is."""
+        if self.epoch is None:
+            self.epoch, self.delivered = epoch, head
 
     def leave(self, socket: "LiveSocket") -> None:
         sockets = self.sockets.get(socket.user_id)
@@ -136,17 +163,53 @@ class Hub:
     async def deliver(self, event: EventEnvelope) -> None:
         kind = MESSAGES[event.type]
         data = message_data(event)
-        # Serialised once; each user's copy only gets its seq put in front.
+        # Serialised once; each socket's copy only gets the seq put in front.
         body = json.dumps({"type": kind.type, "id": str(event.id), "data": data})
+        self._pending.append(Outgoing(str(event.id), audience(event.type, data), body))
         async with self._order:
-            users = await audience(event, data, self)
-            seqs = await self.streams.append(users, str(event.id), body)
-        for user_id, seq in seqs.items():
-            sockets = self.sockets.get(user_id)
-            if sockets:
-                text = message_text(seq, body)
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._number_and_offer(batch)
+
+    async def _number_and_offer(self, batch: list[Outgoing]) -> None:
+        epoch, seqs = await self.log.append([(m.event_id, m.audience, m.body) for m in batch])
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                # The log started again (Redis lost it): the sockets start again with it.
+                self._offer_all(lambda socket: socket.resync(epoch, 0))
+                self.delivered = 0
+            else:
+                self.delivered = min(seqs) - 1
+            self.epoch = epoch
+        fresh = {seq: m for seq, m in zip(seqs, batch, strict=True) if seq > self.delivered}
+        if not fresh:
+            return  # numbered first by another replica, and filled in from the log since
+        last = max(fresh)
+        entries = [Entry(seq, fresh[seq].audience, fresh[seq].body) for seq in sorted(fresh)]
+        if len(fresh) < last - self.delivered and self.sockets:
+            # Seqs other replicas gave first, whose events this one has not received yet (or
+            # never will: its queue was down). The log has them.
+            history = await self.log.read(epoch, self.delivered, last)
+            if history.entries is None:
+                self._offer_all(lambda socket: socket.resync(history.epoch, last))
+                self.delivered = last
+                return
+            entries = history.entries
+        for entry in entries:
+            self._offer(entry)
+        self.delivered = last
+
+    def _offer(self, entry: Entry) -> None:
+        text = message_text(entry.seq, entry.body)
+        for user_id, sockets in list(self.sockets.items()):
+            if may_receive(user_id, entry.audience):
                 for socket in list(sockets):
-                    socket.offer(seq, text)
+                    socket.offer(entry.seq, text)
+
+    def _offer_all(self, offer: Callable[["LiveSocket"], None]) -> None:
+        for sockets in list(self.sockets.values()):
+            for socket in list(sockets):
+                offer(socket)
 
     async def close_all(self, code: int, reason: str) -> None:
         sockets = [socket for group in self.sockets.values() for socket in group]
@@ -168,13 +231,14 @@ class LiveUpdates:
             if settings.redis_url
             else None
         )
-        self.streams: UserStreams = (
-            RedisStreams(self.redis, settings.WS_HISTORY_MESSAGES, settings.WS_HISTORY_SECONDS)
+        history = (settings.WS_HISTORY_MESSAGES, settings.WS_HISTORY_SECONDS)
+        self.log: LiveLog = (
+            RedisLog(self.redis, log_namespace(settings.RABBITMQ_URL, PROCESS_ID), *history)
             if self.redis is not None
-            else MemoryStreams(settings.WS_HISTORY_MESSAGES, settings.WS_HISTORY_SECONDS)
+            else MemoryLog(*history)
         )
         self.tickets = TicketStore(self.redis, settings.WS_TICKET_SECONDS)
-        self.hub = Hub(self.streams, settings.WS_MAX_PER_USER)
+        self.hub = Hub(self.log, settings.WS_MAX_PER_USER)
 
     def status(self, app: FastAPI) -> dict[str, Any]:
         """Open sockets, and whether this replica still receives events."""
@@ -190,12 +254,15 @@ class LiveUpdates:
             await self.redis.aclose()
 
 
-async def keep_streams(app: FastAPI) -> None:
-    """Marks the users of open sockets as still there, so their streams are kept."""
+async def keep_log(app: FastAPI) -> None:
+    """Keeps the log while this replica has sockets open: a quiet day must not end their
+    epoch (and force them to resync) under them."""
     live: LiveUpdates = app.state.live
     while True:
-        await asyncio.sleep(TOUCH_SECONDS)
+        await asyncio.sleep(KEEP_SECONDS)
+        if not live.hub.sockets:
+            continue
         try:
-            await live.streams.touch(list(live.hub.sockets))
+            await live.log.keep()
         except Exception:
-            logger.warning("could not keep the live streams of open sockets", exc_info=True)
+            logger.warning("could not keep the live log of open sockets", exc_info=True)

@@ -26,8 +26,9 @@ class GatewaySettings(UploadSettings):
     WS_SEND_QUEUE: int = 256
     # How long before its token expires a socket is told so (token_expiring).
     WS_EXPIRY_NOTICE_SECONDS: int = 60
-    # Each user's resumable history: at most this many messages, for at most this long.
-    WS_HISTORY_MESSAGES: int = 1000
+    # The live log to resume from (every user's messages, each stored once): at most this many
+    # messages, for at most this long.
+    WS_HISTORY_MESSAGES: int = 10_000
     WS_HISTORY_SECONDS: int = 24 * 3600
     WS_TICKET_SECONDS: int = 30
 

@@ -2,9 +2,10 @@
 ticket from POST /api/auth/ws-ticket as `?ticket=`) and `/ws/{token}` for the seed's SPA.
 
 Each socket has a bounded send queue and its own writer task: the hub never waits for a
-client, and a client that lets the queue fill is closed (1013). The writer sends messages in
-seq order, without duplicates, filling any gap from the user's history, so a socket that
-resumes (`?since=&epoch=`, or a first message `{"type": "resume", ...}`) misses nothing.
+client, and a client that lets the queue fill is closed (1013). The hub offers messages in seq
+order; the writer drops those it has sent already, so a socket that resumes (`?since=&epoch=`,
+or a first message `{"type": "resume", ...}`) gets the log's messages for its user after
+`since` and then the live ones, each once.
 Close codes are in docs/live-updates.md.
 """
 
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketState
 
 from gateway.clients import client_ip
-from gateway.live import LiveUpdates
+from gateway.live import LiveUpdates, may_receive
 from gateway.rate_limits import RateLimited
 from gateway.settings import GatewaySettings
 from gateway.streams import message_text
@@ -50,6 +51,15 @@ class Resume:
     epoch: str | None
 
 
+@dataclass(frozen=True)
+class Resync:
+    """The hub cannot give this socket what follows: the client reloads, and carries on from
+    `seq` in `epoch` (a queue item for the writer)."""
+
+    epoch: str
+    seq: int
+
+
 def control(message_type: str, **data: Any) -> str:
     """A message that is not an event (no id, no seq)."""
     return json.dumps({"type": message_type, **({"data": data} if data else {})})
@@ -62,7 +72,7 @@ class LiveSocket:
         self.expires_at = grant.expires_at
         self.live = live
         self.settings: GatewaySettings = live.settings
-        self.queue: asyncio.Queue[tuple[int | None, str] | Resume] = asyncio.Queue(
+        self.queue: asyncio.Queue[tuple[int | None, str] | Resume | Resync] = asyncio.Queue(
             self.settings.WS_SEND_QUEUE
         )
         self.epoch = ""
@@ -77,10 +87,16 @@ class LiveSocket:
 
     def offer(self, seq: int | None, text: str) -> None:
         """Queue a message (never waits). A full queue means the client does not keep up."""
+        self._put((seq, text))
+
+    def resync(self, epoch: str, seq: int) -> None:
+        self._put(Resync(epoch, seq))
+
+    def _put(self, item: tuple[int | None, str] | Resync) -> None:
         if self.closed:
             return
         try:
-            self.queue.put_nowait((seq, text))
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             logger.info("closing a socket of user %s: it does not keep up", self.user_id)
             self._closing = asyncio.create_task(self.close(SLOW_CLIENT, "too slow"))
@@ -99,7 +115,8 @@ class LiveSocket:
                     await self.websocket.close(code, reason)
 
     async def run(self, resume: Resume | None) -> None:
-        self.epoch, self.last_seq = await self.live.streams.open(self.user_id)
+        self.epoch, self.last_seq = await self.live.log.open()
+        self.live.hub.opened(self.epoch, self.last_seq)
         self._writer = asyncio.create_task(self._write(resume), name="socket writer")
         self._expiry = asyncio.create_task(self._watch_expiry(), name="socket expiry")
         tasks = [self._writer, self._expiry]
@@ -172,19 +189,18 @@ class LiveSocket:
             item = await self.queue.get()
             if isinstance(item, Resume):
                 await self._resume(item)
-                continue
-            seq, text = item
-            if seq is None:
-                await send(text)
-                continue
-            if seq > self.last_seq + 1:
-                # A gap: messages another replica numbered first, not here yet (or lost).
-                await self._send_history(self.last_seq, self.epoch)
-            # Otherwise sent already (from history, or a duplicate).
-            if seq > self.last_seq:
-                await send(text)
-                self.last_seq = seq
-                self.sent_events += 1
+            elif isinstance(item, Resync):
+                if item.epoch != self.epoch or item.seq > self.last_seq:
+                    await send(control("resync", epoch=item.epoch, seq=item.seq))
+                    self.epoch, self.last_seq = item.epoch, item.seq
+            else:
+                seq, text = item
+                if seq is None:
+                    await send(text)
+                elif seq > self.last_seq:  # otherwise sent already, from the history
+                    await send(text)
+                    self.last_seq = seq
+                    self.sent_events += 1
 
     async def _resume(self, resume: Resume) -> None:
         if self.sent_events:
@@ -194,21 +210,20 @@ class LiveSocket:
         await self._send_history(resume.since, resume.epoch)
 
     async def _send_history(self, after: int, epoch: str | None) -> None:
-        """Send what the stream holds after `after` in `epoch`; if that is gone (another epoch,
-        trimmed, or never there), tell the client to resync (reload by REST) and carry on from
-        the stream's head."""
-        history = await self.live.streams.read(self.user_id, epoch, after)
+        """Send this user's messages of the log after `after` in `epoch`; if the log no longer
+        holds all that followed it (another epoch, trimmed, too old, beyond the head), tell the
+        client to resync (reload by REST) and carry on from the log's head."""
+        history = await self.live.log.read(epoch, after)
         if history.entries is None:
             await self.websocket.send_text(control("resync", epoch=history.epoch, seq=history.head))
-            self.epoch = history.epoch
-            self.last_seq = max(self.last_seq, history.head)
-            return
-        for seq, body in history.entries:
-            if seq > self.last_seq or after < self.last_seq:
-                await self.websocket.send_text(message_text(seq, body))
-                self.sent_events += 1
-        if history.entries:
-            self.last_seq = max(self.last_seq, history.entries[-1][0])
+        else:
+            for entry in history.entries:
+                if may_receive(self.user_id, entry.audience):
+                    await self.websocket.send_text(message_text(entry.seq, entry.body))
+                    self.sent_events += 1
+        same_epoch = history.epoch == self.epoch
+        self.epoch = history.epoch
+        self.last_seq = max(self.last_seq, history.head) if same_epoch else history.head
 
     async def _watch_expiry(self) -> None:
         """Tell the client before its token expires; close at expiry unless it sent a fresh one."""

@@ -1,24 +1,24 @@
-"""Each user's live stream: an epoch, a sequence number per message, and a bounded history to
-resume from. In Redis when REDIS_HOST is set (every gateway replica numbers a user's messages
-alike), otherwise in the process's memory (the embedded mode: one process).
+"""The live log: every message the gateway sends, numbered once for all replicas and kept a
+while for resuming. In Redis (a Redis Stream) when REDIS_HOST is set, so every replica numbers
+alike; otherwise in the process's memory (the embedded mode: one process).
 
-A message is stored as its JSON without `seq` (the body); `message_text` puts the seq in.
-Appending is idempotent per event: every replica receives every event and appends it, and the
-first one to do so gives it its seq, which the others get back (decision 0071).
+One log for every user (decision 0074): a message is stored once, as its JSON without `seq`
+(the body), beside its audience (`gateway.live.audience`); `message_text` puts the seq in. The
+seq is the message's position in the log: it grows with every message, so each user sees it
+grow (not by one per message to them), and the log has no holes. Appending is idempotent per
+event: every replica appends every event it receives, the first numbers it, the others get the
+same seq back.
 """
 
 import secrets
 import time
-import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-
-# Users with a stream: the sorted set of when each last had a socket open.
-RECENT_USERS_KEY = "live:users"
-RECENT_USERS_CACHE_SECONDS = 1.0
 
 
 def message_text(seq: int, body: str) -> str:
@@ -27,237 +27,222 @@ def message_text(seq: int, body: str) -> str:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """One message of the log: its seq, who may see it (an audience tag) and its body."""
+
+    seq: int
+    audience: str
+    body: str
+
+
+@dataclass(frozen=True)
 class History:
-    """What a user's stream holds after a point: `entries` as (seq, body), oldest first, or
-    None when the point is gone (another epoch, trimmed away, or never reached)."""
+    """What the log holds after a point, up to `head`: `entries` oldest first, or None when
+    the point is gone (another epoch, trimmed away, older than the window, beyond the head)."""
 
     epoch: str
     head: int
-    entries: list[tuple[int, str]] | None
+    entries: list[Entry] | None
 
 
-class UserStreams(Protocol):
-    async def open(self, user_id: uuid.UUID) -> tuple[str, int]:
-        """Mark the user as having a stream (a socket opened); its (epoch, head seq)."""
+class LiveLog(Protocol):
+    async def open(self) -> tuple[str, int]:
+        """The log's (epoch, head seq), starting a new epoch if it has none."""
         ...
 
-    async def touch(self, user_ids: list[uuid.UUID]) -> None:
-        """Keep these users' streams (their sockets are still open)."""
+    async def keep(self) -> None:
+        """Keep the log for another window (sockets are open)."""
         ...
 
-    async def recent_users(self) -> list[uuid.UUID]:
-        """Users who had a socket open within the history window."""
+    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
+        """Add (event id, audience, body) messages, in order; the epoch and each one's seq (an
+        event appended before keeps its seq)."""
         ...
 
-    async def append(
-        self, user_ids: list[uuid.UUID], event_id: str, body: str
-    ) -> dict[uuid.UUID, int]:
-        """Add one event's message to each user's stream; its seq in each."""
+    async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
+        """The entries after `after` (up to `until`), if the log still holds all of them."""
         ...
-
-    async def read(self, user_id: uuid.UUID, epoch: str | None, after: int) -> History: ...
 
 
 def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
-@dataclass
-class _Stream:
-    epoch: str
-    seq: int = 0
-    # (seq, appended at, body)
-    entries: deque[tuple[int, float, str]] = field(default_factory=deque)
-    seqs_by_event: OrderedDict[str, int] = field(default_factory=OrderedDict)
+def _complete(
+    current_epoch: str,
+    head: int,
+    epoch: str | None,
+    after: int,
+    first: tuple[int, float] | None,
+    horizon: float,
+) -> bool:
+    """Whether the log holds everything after `after`: the same epoch, a point not beyond the
+    head, and (when something followed it) its next seq, `first` = (seq, time), still there
+    and within the window. The log has no holes, so the next seq is the only one to check."""
+    if epoch != current_epoch or after > head or after < 0:
+        return False
+    return after == head or (first is not None and first[0] == after + 1 and first[1] >= horizon)
 
 
-class MemoryStreams:
-    """The embedded mode's streams: one process numbers everything, so no locking across
-    processes; the same bounds as in Redis (count and age)."""
+class MemoryLog:
+    """The embedded mode's log: one process numbers everything; the same bounds as in Redis
+    (count and age)."""
 
     def __init__(self, max_messages: int, max_seconds: int) -> None:
         self.max_messages = max_messages
         self.max_seconds = max_seconds
-        self._streams: dict[uuid.UUID, _Stream] = {}
-        self._last_seen: dict[uuid.UUID, float] = {}
+        self.epoch = new_epoch()
+        self.head = 0
+        # (seq, appended at, audience, body), seqs without holes.
+        self._entries: deque[tuple[int, float, str, str]] = deque()
+        self._seqs_by_event: OrderedDict[str, int] = OrderedDict()
 
-    def _stream(self, user_id: uuid.UUID) -> _Stream:
-        stream = self._streams.get(user_id)
-        if stream is None:
-            stream = self._streams[user_id] = _Stream(new_epoch())
-        return stream
+    async def open(self) -> tuple[str, int]:
+        return self.epoch, self.head
 
-    async def open(self, user_id: uuid.UUID) -> tuple[str, int]:
-        await self.touch([user_id])
-        stream = self._stream(user_id)
-        return stream.epoch, stream.seq
+    async def keep(self) -> None:
+        """Nothing expires while the process runs; old entries go as new ones come."""
 
-    async def touch(self, user_ids: list[uuid.UUID]) -> None:
+    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
         now = time.time()
-        for user_id in user_ids:
-            self._last_seen[user_id] = now
-        # Forget users (and their history) gone for longer than the window.
-        horizon = now - self.max_seconds
-        for user_id in [user for user, seen in self._last_seen.items() if seen < horizon]:
-            del self._last_seen[user_id]
-            self._streams.pop(user_id, None)
-
-    async def recent_users(self) -> list[uuid.UUID]:
-        horizon = time.time() - self.max_seconds
-        return [user for user, seen in self._last_seen.items() if seen >= horizon]
-
-    async def append(
-        self, user_ids: list[uuid.UUID], event_id: str, body: str
-    ) -> dict[uuid.UUID, int]:
-        now = time.time()
-        seqs = {}
-        for user_id in user_ids:
-            stream = self._stream(user_id)
-            seq = stream.seqs_by_event.get(event_id)
+        seqs = []
+        for event_id, audience, body in messages:
+            seq = self._seqs_by_event.get(event_id)
             if seq is None:
-                stream.seq += 1
-                seq = stream.seq
-                stream.entries.append((seq, now, body))
-                stream.seqs_by_event[event_id] = seq
-                while len(stream.entries) > self.max_messages:
-                    stream.entries.popleft()
-                while len(stream.seqs_by_event) > self.max_messages:
-                    stream.seqs_by_event.popitem(last=False)
-            seqs[user_id] = seq
-        return seqs
+                self.head += 1
+                seq = self.head
+                self._entries.append((seq, now, audience, body))
+                self._seqs_by_event[event_id] = seq
+            seqs.append(seq)
+        horizon = now - self.max_seconds
+        while self._entries and (
+            len(self._entries) > self.max_messages or self._entries[0][1] < horizon
+        ):
+            self._entries.popleft()
+        while len(self._seqs_by_event) > self.max_messages:
+            self._seqs_by_event.popitem(last=False)
+        return self.epoch, seqs
 
-    async def read(self, user_id: uuid.UUID, epoch: str | None, after: int) -> History:
-        stream = self._stream(user_id)
+    async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
+        head = self.head if until is None else min(until, self.head)
+        start = max(after + 1 - self._entries[0][0], 0) if self._entries else 0
+        rows = list(islice(self._entries, start, start + max(head - after, 0)))
+        first = (rows[0][0], rows[0][1]) if rows else None
         horizon = time.time() - self.max_seconds
-        entries = [(seq, body) for seq, at, body in stream.entries if seq > after and at >= horizon]
-        complete = _complete(stream.epoch, stream.seq, epoch, after, entries)
-        return History(stream.epoch, stream.seq, complete)
+        if not _complete(self.epoch, self.head, epoch, after, first, horizon):
+            return History(self.epoch, self.head, None)
+        return History(self.epoch, head, [Entry(seq, to, body) for seq, _, to, body in rows])
 
 
-def _complete(
-    current_epoch: str, head: int, epoch: str | None, after: int, entries: list[tuple[int, str]]
-) -> list[tuple[int, str]] | None:
-    """The entries after `after` if they are all there, else None (resync)."""
-    if epoch != current_epoch or after > head or after < 0:
-        return None
-    if after < head and (not entries or entries[0][0] != after + 1):
-        return None
-    return entries
+def log_namespace(rabbitmq_url: str | None, process_id: str) -> str:
+    """Whose log it is: the replicas of one event bus (a RabbitMQ virtual host, whose events
+    they all receive) share one; a process on the in-process bus has its own."""
+    if not rabbitmq_url:
+        return f"process:{process_id}"
+    return f"bus:{unquote(urlsplit(rabbitmq_url).path[1:]) or '/'}"
 
 
-# KEYS: for each user, their epoch, seq counter, stream and event ids (four keys a user).
-# ARGV: event id, body, max messages, ttl seconds, a fresh epoch, now (ms).
-# One call per event for all its users: the body crosses the wire once. A stream whose keys
-# expired starts again under a new epoch, so a client's old seq is never taken for a new one.
-# An event already appended keeps its seq: every replica appends every event.
-_APPEND = """
-local seqs = {}
-for u = 1, #KEYS, 4 do
-  local epoch_key, seq_key, stream_key, ids_key = KEYS[u], KEYS[u + 1], KEYS[u + 2], KEYS[u + 3]
-  if redis.call('SET', epoch_key, ARGV[5], 'NX') then
-    redis.call('DEL', seq_key, stream_key, ids_key)
-  end
-  local seq = redis.call('ZSCORE', ids_key, ARGV[1])
-  if seq then
-    seq = tonumber(seq)
-  else
-    seq = redis.call('INCR', seq_key)
-    redis.call('XADD', stream_key, 'MAXLEN', ARGV[3], seq .. '-0', 'b', ARGV[2], 't', ARGV[6])
-    redis.call('ZADD', ids_key, seq, ARGV[1])
-    redis.call('ZREMRANGEBYRANK', ids_key, 0, -tonumber(ARGV[3]) - 1)
-  end
-  for i = u, u + 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-  seqs[#seqs + 1] = seq
-end
-return seqs
-"""
-
-# KEYS and fresh epoch as above; ARGV[2] ttl seconds. The stream's (epoch, head).
-_OPEN = """
+# KEYS: the log's epoch, seq counter, stream and event ids (a sorted set: event id -> seq).
+# A log whose keys expired (or were lost) starts again under a new epoch, so an old seq is never
+# taken for a new one.
+_START = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 end
+"""
+
+# ARGV: a fresh epoch, ttl seconds. The log's {epoch, head}.
+_OPEN = (
+    _START
+    + """
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
+)
+
+# ARGV: a fresh epoch, ttl seconds, max messages, then (event id, audience, body) per message.
+# Returns {epoch, seq...}. One call per batch of events, whatever the number of users: each
+# body is stored once. Entries are stamped with Redis's clock, so their times grow with seq.
+_APPEND = (
+    _START
+    + """
+local now = redis.call('TIME')
+local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+local result = {epoch}
+for i = 4, #ARGV, 3 do
+  local seq = redis.call('ZSCORE', KEYS[4], ARGV[i])
+  if seq then
+    seq = tonumber(seq)
+  else
+    seq = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0',
+               'a', ARGV[i + 1], 'b', ARGV[i + 2], 't', at)
+    redis.call('ZADD', KEYS[4], seq, ARGV[i])
+  end
+  result[#result + 1] = seq
+end
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[3]) - 1)
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+return result
+"""
+)
 
 
-def _keys(user_id: uuid.UUID) -> list[str]:
-    # One hash slot per user: a Redis Cluster could run the script for each slot's users.
-    tag = f"live:{{{user_id}}}"
-    return [f"{tag}:epoch", f"{tag}:seq", f"{tag}:stream", f"{tag}:events"]
+class RedisLog:
+    """The log in Redis: a stream with ids `<seq>-0` (capped at `max_messages`, entries stamped
+    with their time), its counter (INCR), its epoch and the seqs of its events, all expiring
+    together a window after the last write or `keep`."""
 
-
-class RedisStreams:
-    """Streams in Redis: a stream per user with ids `<seq>-0`, its counter (INCR), its epoch
-    and the seqs of its events, all expiring together after the history window."""
-
-    def __init__(self, redis: Redis, max_messages: int, max_seconds: int) -> None:
+    def __init__(self, redis: Redis, namespace: str, max_messages: int, max_seconds: int) -> None:
         self.redis = redis
         self.max_messages = max_messages
         self.max_seconds = max_seconds
-        self._append = redis.register_script(_APPEND)
-        self._recent: list[uuid.UUID] = []
-        self._opened_here: dict[uuid.UUID, float] = {}
-        self._recent_read_at = -RECENT_USERS_CACHE_SECONDS
+        # One hash tag: a Redis Cluster keeps the four keys in one slot, as the scripts need.
+        tag = f"live:{{{namespace}}}"
+        self.keys = [f"{tag}:epoch", f"{tag}:seq", f"{tag}:log", f"{tag}:events"]
         self._open = redis.register_script(_OPEN)
+        self._append = redis.register_script(_APPEND)
 
-    async def open(self, user_id: uuid.UUID) -> tuple[str, int]:
-        await self.touch([user_id])
-        # Known here at once, not after the next read of the list (which a read in flight
-        # could miss): a user whose socket closes within the second still gets what follows.
-        self._opened_here[user_id] = time.time()
-        epoch, seq = await self._open(keys=_keys(user_id), args=[new_epoch(), self.max_seconds])
-        return epoch.decode(), int(seq)
+    async def open(self) -> tuple[str, int]:
+        epoch, head = await self._open(keys=self.keys, args=[new_epoch(), self.max_seconds])
+        return epoch.decode(), int(head)
 
-    async def touch(self, user_ids: list[uuid.UUID]) -> None:
-        now = time.time()
+    async def keep(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            if user_ids:
-                pipe.zadd(RECENT_USERS_KEY, {str(user): now for user in user_ids})
-            pipe.zremrangebyscore(RECENT_USERS_KEY, "-inf", now - self.max_seconds)
+            for key in self.keys:
+                pipe.expire(key, self.max_seconds)
             await pipe.execute()
 
-    async def recent_users(self) -> list[uuid.UUID]:
-        """Read at most once a second (a round trip less per event): a user who opened a
-        socket since is added by the replica that holds it (open())."""
-        if time.monotonic() - self._recent_read_at > RECENT_USERS_CACHE_SECONDS:
-            horizon = time.time() - self.max_seconds
-            members = await self.redis.zrangebyscore(RECENT_USERS_KEY, horizon, "+inf")
-            self._recent = [uuid.UUID(member.decode()) for member in members]
-            self._recent_read_at = time.monotonic()
-            self._opened_here = {
-                user: at for user, at in self._opened_here.items() if at >= horizon
-            }
-        return list({*self._recent, *self._opened_here})
+    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
+        args: list[str | int] = [new_epoch(), self.max_seconds, self.max_messages]
+        for message in messages:
+            args.extend(message)
+        epoch, *seqs = await self._append(keys=self.keys, args=args)
+        return epoch.decode(), [int(seq) for seq in seqs]
 
-    async def append(
-        self, user_ids: list[uuid.UUID], event_id: str, body: str
-    ) -> dict[uuid.UUID, int]:
-        if not user_ids:
-            return {}
-        keys = [key for user_id in user_ids for key in _keys(user_id)]
-        now_ms = int(time.time() * 1000)
-        args = [event_id, body, self.max_messages, self.max_seconds, new_epoch(), now_ms]
-        seqs = await self._append(keys=keys, args=args)
-        return {user: int(seq) for user, seq in zip(user_ids, seqs, strict=True)}
-
-    async def read(self, user_id: uuid.UUID, epoch: str | None, after: int) -> History:
-        epoch_key, seq_key, stream_key, _ = _keys(user_id)
+    async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
+        epoch_key, seq_key, log_key, _ = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(epoch_key)
             pipe.get(seq_key)
-            pipe.xrange(stream_key, min=f"{max(after, 0) + 1}-0", max="+")
+            pipe.xrange(log_key, min=f"{max(after, 0) + 1}-0", max=f"{until}-0" if until else "+")
             current, head, rows = await pipe.execute()
         current_epoch = current.decode() if current else ""
         head = int(head or 0)
-        horizon_ms = (time.time() - self.max_seconds) * 1000
+        # (seq, time, fields); XRANGE gives ids as bytes (`<seq>-0`).
         entries = [
-            (int(entry_id.decode().split("-")[0]), fields[b"b"].decode())
+            (int(entry_id.split(b"-")[0]), int(fields[b"t"]) / 1000, fields)
             for entry_id, fields in rows
-            if int(fields[b"t"]) >= horizon_ms
         ]
-        return History(current_epoch, head, _complete(current_epoch, head, epoch, after, entries))
+        first = entries[0][:2] if entries else None
+        horizon = time.time() - self.max_seconds
+        if not _complete(current_epoch, head, epoch, after, first, horizon):
+            return History(current_epoch, head, None)
+        return History(
+            current_epoch,
+            head if until is None else min(until, head),
+            [Entry(seq, row[b"a"].decode(), row[b"b"].decode()) for seq, _, row in entries],
+        )

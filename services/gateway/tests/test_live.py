@@ -1,13 +1,10 @@
 """Live updates at the gateway: a real uvicorn server in this process, real WebSocket clients,
-events published on the in-process bus as a producer's relay would, and each user's stream in
-Redis or in memory (both are run)."""
+events published on the in-process bus as a producer's relay would, and the live log in Redis
+or in memory (both are run)."""
 
 import asyncio
-import base64
 import contextlib
-import copy
 import json
-import os
 import socket
 import time
 import uuid
@@ -16,18 +13,29 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aio_pika
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from gateway.live import MESSAGES
 from taskhub_common.contracts import NOTIFICATION_CREATED, TASK_CREATED, TASK_UPDATED
-from taskhub_common.events import EXCHANGE, EventEnvelope
+from taskhub_common.events import EventEnvelope
 from taskhub_common.local_bus import shared_bus
 from taskhub_common.testing import RABBITMQ_URL, TcpProxy, bearer, eventually, new_user
+from taskhub_common.testing.live import (
+    close_code,
+    close_frame_code,
+    notification_data,
+    open_socket,
+    publish_on_rabbitmq,
+    receive,
+    receive_event,
+    short_access_token,
+    stalled_client,
+    task_data,
+)
 
 from .conftest import random_ip
 
@@ -77,76 +85,10 @@ def make_user(identity):
     return make
 
 
-def open_socket(url: str, token: str | None = None, **options: Any):
-    """/ws with the token as the subprotocol `bearer, <token>` (or no credential)."""
-    headers = {"X-Forwarded-For": options.pop("ip", None) or random_ip()}
-    protocols = ["bearer", token] if token else None
-    return connect(f"{url}/ws", subprotocols=protocols, additional_headers=headers, **options)
-
-
-async def receive(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def receive_event(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    """The next message that is an event (skipping hello and other control messages)."""
-    while True:
-        message = await receive(ws, timeout)
-        if "seq" in message:
-            return message
-
-
-async def close_code(ws: ClientConnection, timeout: float = 10) -> int:
-    """Read until the server closes; its close code."""
-    with contextlib.suppress(ConnectionClosed):
-        async with asyncio.timeout(timeout):
-            while True:
-                await ws.recv()
-    assert ws.close_code is not None
-    return ws.close_code
-
-
-def task_data(**fields: Any) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
-    return {
-        "id": str(uuid.uuid4()),
-        "title": "a task",
-        "description": None,
-        "status": "todo",
-        "priority": "medium",
-        "start_date": None,
-        "due_date": None,
-        "completed_at": None,
-        "notify_overdue": True,
-        "is_deleted": False,
-        "created_by": str(uuid.uuid4()),
-        "assigned_to": None,
-        "creator": None,
-        "assignee": None,
-        "tags": [],
-        "created_at": now,
-        "updated_at": now,
-        **fields,
-    }
-
-
 async def publish(event_type: str, data: dict[str, Any]) -> EventEnvelope:
     envelope = EventEnvelope(type=event_type, producer="test", data=data)
     await shared_bus.publish(envelope, {})
     return envelope
-
-
-def notification_data(user_id: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "user_id": user_id,
-        "task_id": str(uuid.uuid4()),
-        "type": "task_assigned",
-        "title": "Assigned",
-        "message": "You were assigned a task",
-        "is_read": False,
-        "created_at": datetime.now(UTC).isoformat(),
-    }
 
 
 # --- authentication
@@ -154,7 +96,7 @@ def notification_data(user_id: str) -> dict[str, Any]:
 
 async def test_subprotocol_auth_echoes_bearer_and_says_hello(live_gateway, make_user) -> None:
     _, token = await make_user()
-    async with live_gateway() as (app, url), open_socket(url, token) as ws:
+    async with live_gateway() as (app, url), open_socket(url, token, random_ip()) as ws:
         hello = await receive(ws)
         assert ws.subprotocol == "bearer"
         assert hello["type"] == "hello"
@@ -232,30 +174,21 @@ async def test_expired_tickets_are_refused(live_gateway, make_user, client_for, 
 async def test_foreign_origins_are_refused_at_the_handshake(live_gateway, make_user) -> None:
     _, token = await make_user()
     async with live_gateway(CORS_ORIGINS="https://app.example") as (_, url):
-        async with open_socket(url, token, origin="https://app.example") as ws:
+        async with open_socket(url, token, random_ip(), origin="https://app.example") as ws:
             assert (await receive(ws))["type"] == "hello"
         with pytest.raises(InvalidStatus) as refused:
-            async with open_socket(url, token, origin="https://evil.example"):
+            async with open_socket(url, token, random_ip(), origin="https://evil.example"):
                 pass
     assert refused.value.response.status_code == 403
-
-
-def short_token(identity_app: FastAPI, user_id: str, seconds: float) -> str:
-    """An access token signed by identity that expires in `seconds` (identity's own lifetime
-    is in minutes)."""
-    key_ring = copy.copy(identity_app.state.key_ring)
-    key_ring.settings = key_ring.settings.model_copy(
-        update={"ACCESS_TOKEN_EXPIRE_MINUTES": seconds / 60}
-    )
-    return key_ring.issue_access_token(uuid.UUID(user_id), jti=uuid.uuid4().hex)[0]
 
 
 async def test_expiring_token_is_announced_and_renewed_in_band(
     live_gateway, make_user, identity_app
 ) -> None:
     user_id, token = await make_user()
+    key_ring = identity_app.state.key_ring
     async with live_gateway(WS_EXPIRY_NOTICE_SECONDS=2) as (_, url):
-        async with open_socket(url, short_token(identity_app, user_id, 3)) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 3), random_ip()) as ws:
             assert (await receive(ws))["type"] == "hello"
             assert (await receive(ws))["type"] == "token_expiring"
             await ws.send(json.dumps({"type": "auth", "token": token}))
@@ -264,13 +197,13 @@ async def test_expiring_token_is_announced_and_renewed_in_band(
             await ws.send(json.dumps({"type": "ping"}))
             assert (await receive(ws))["type"] == "pong"
         # Without a fresh token, the socket is closed at expiry.
-        async with open_socket(url, short_token(identity_app, user_id, 2)) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 2), random_ip()) as ws:
             started = time.monotonic()
             assert await close_code(ws) == 4001
             assert time.monotonic() - started > 1
         # A token of someone else does not renew it.
         _, other_token = await make_user()
-        async with open_socket(url, short_token(identity_app, user_id, 30)) as ws:
+        async with open_socket(url, short_access_token(key_ring, user_id, 30), random_ip()) as ws:
             await ws.send(json.dumps({"type": "auth", "token": other_token}))
             assert await close_code(ws) == 4001
 
@@ -285,8 +218,8 @@ async def test_task_events_reach_every_user_notifications_only_their_recipient(
     (alice, alice_token), (_, bob_token) = await make_user(), await make_user()
     async with (
         live_gateway(streams) as (_, url),
-        open_socket(url, alice_token) as alice_ws,
-        open_socket(url, bob_token) as bob_ws,
+        open_socket(url, alice_token, random_ip()) as alice_ws,
+        open_socket(url, bob_token, random_ip()) as bob_ws,
     ):
         await receive(alice_ws), await receive(bob_ws)
         note = await publish(NOTIFICATION_CREATED, notification_data(alice))
@@ -298,7 +231,7 @@ async def test_task_events_reach_every_user_notifications_only_their_recipient(
     assert [m["type"] for m in to_alice] == ["notification", "task_created"]
     assert to_alice[0]["id"] == str(note.id)
     assert to_alice[0]["data"]["user_id"] == alice
-    assert to_alice[1]["seq"] == to_alice[0]["seq"] + 1
+    assert to_alice[1]["seq"] > to_alice[0]["seq"]
     # Bob's first event is the task: the notification was never his.
     assert to_bob["type"] == "task_created"
     assert to_bob["id"] == str(task.id)
@@ -318,7 +251,7 @@ async def test_every_event_type_has_its_message(live_gateway, make_user) -> None
         "is_active": True,
         "created_at": datetime.now(UTC).isoformat(),
     }
-    async with live_gateway() as (_, url), open_socket(url, token) as ws:
+    async with live_gateway() as (_, url), open_socket(url, token, random_ip()) as ws:
         await receive(ws)
         await publish(TASK_UPDATED, task_data(creator=creator, changes={"title": "new"}))
         message = await receive_event(ws)
@@ -351,36 +284,46 @@ async def test_every_event_type_has_its_message(live_gateway, make_user) -> None
 async def test_resume_delivers_exactly_the_missed_messages(
     live_gateway, make_user, streams
 ) -> None:
-    _, token = await make_user()
+    """What the user missed, from the log, in order, once each: their notification and the
+    tasks, not someone else's notification numbered among them."""
+    (user_id, token), (other_id, _) = await make_user(), await make_user()
     async with live_gateway(streams) as (_, url):
-        async with open_socket(url, token) as ws:
+        async with open_socket(url, token, random_ip()) as ws:
             hello = await receive(ws)
             await publish(TASK_CREATED, task_data(title="seen"))
             seen = await receive_event(ws)
-        missed = [await publish(TASK_CREATED, task_data(title=f"missed {i}")) for i in range(3)]
+        missed = [
+            await publish(TASK_CREATED, task_data(title="missed 0")),
+            await publish(NOTIFICATION_CREATED, notification_data(other_id)),
+            await publish(NOTIFICATION_CREATED, notification_data(user_id)),
+            await publish(TASK_CREATED, task_data(title="missed 1")),
+        ]
+        mine = [str(event.id) for event in missed if event.data.get("user_id") != other_id]
         query = f"?since={seen['seq']}&epoch={hello['data']['epoch']}"
         async with connect(f"{url}/ws{query}", subprotocols=["bearer", token]) as ws:
             assert (await receive(ws))["type"] == "hello"
-            replayed = [await receive_event(ws) for _ in missed]
+            replayed = [await receive_event(ws) for _ in mine]
             await publish(TASK_CREATED, task_data(title="live"))
             live = await receive_event(ws)
         # The same, asked for in a first message.
-        async with open_socket(url, token) as ws:
+        async with open_socket(url, token, random_ip()) as ws:
             await receive(ws)
             resume = {"type": "resume", "since": seen["seq"], "epoch": hello["data"]["epoch"]}
             await ws.send(json.dumps(resume))
-            again = [await receive_event(ws) for _ in range(4)]
-    assert [m["id"] for m in replayed] == [str(e.id) for e in missed]
-    assert [m["seq"] for m in replayed] == [seen["seq"] + 1, seen["seq"] + 2, seen["seq"] + 3]
-    assert live["seq"] == seen["seq"] + 4
-    assert [m["seq"] for m in again] == [seen["seq"] + i for i in range(1, 5)]
+            again = [await receive_event(ws) for _ in range(len(mine) + 1)]
+    assert [m["id"] for m in replayed] == mine
+    seqs = [m["seq"] for m in replayed]
+    assert seqs == sorted(set(seqs)) and seqs[0] > seen["seq"]
+    assert live["seq"] > seqs[-1]
+    assert [m["seq"] for m in again] == [*seqs, live["seq"]]
+    assert [m["id"] for m in again] == [*mine, live["id"]]
 
 
 @STREAMS
 async def test_a_gap_too_old_or_another_epoch_gets_resync(live_gateway, make_user, streams) -> None:
     _, token = await make_user()
     async with live_gateway(streams, WS_HISTORY_MESSAGES=2) as (_, url):
-        async with open_socket(url, token) as ws:
+        async with open_socket(url, token, random_ip()) as ws:
             hello = await receive(ws)
             for i in range(4):
                 await publish(TASK_CREATED, task_data(title=f"t{i}"))
@@ -404,8 +347,8 @@ async def test_two_replicas_number_a_users_messages_alike(live_gateway, make_use
     async with (
         live_gateway() as (_, first),
         live_gateway() as (_, second),
-        open_socket(first, token) as one,
-        open_socket(second, token) as two,
+        open_socket(first, token, random_ip()) as one,
+        open_socket(second, token, random_ip()) as two,
     ):
         await receive(one), await receive(two)
         events = [await publish(TASK_CREATED, task_data(title=f"t{i}")) for i in range(5)]
@@ -413,48 +356,68 @@ async def test_two_replicas_number_a_users_messages_alike(live_gateway, make_use
         on_two = [await receive_event(two) for _ in events]
     assert [m["id"] for m in on_one] == [m["id"] for m in on_two] == [str(e.id) for e in events]
     assert [m["seq"] for m in on_one] == [m["seq"] for m in on_two]
-    assert [m["seq"] for m in on_one] == list(range(on_one[0]["seq"], on_one[0]["seq"] + 5))
+    assert [m["seq"] for m in on_one] == sorted(m["seq"] for m in on_one)
+
+
+async def test_a_replica_fills_what_it_missed_from_the_log(live_gateway, make_user) -> None:
+    """An event only the first replica received (the second's queue was down, say) reaches the
+    second's socket too, before the next one: seqs have no holes in the log, so the second
+    sees one and reads it from there."""
+    _, token = await make_user()
+    async with (
+        live_gateway() as (first_app, _),
+        live_gateway() as (_, second),
+        open_socket(second, token, random_ip()) as ws,
+    ):
+        await receive(ws)
+        only_first = EventEnvelope(type=TASK_CREATED, producer="test", data=task_data())
+        await first_app.state.live.hub.deliver(only_first)
+        after = await publish(TASK_CREATED, task_data())
+        received = [await receive_event(ws), await receive_event(ws)]
+    assert [m["id"] for m in received] == [str(only_first.id), str(after.id)]
+    assert received[1]["seq"] == received[0]["seq"] + 1
+
+
+async def test_an_event_is_one_entry_of_the_log_whatever_the_number_of_users(
+    live_gateway, make_user
+) -> None:
+    """The Redis work of an event does not grow with the users: one entry, one body."""
+    users = [await make_user() for _ in range(4)]
+    async with live_gateway() as (app, url), contextlib.AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(open_socket(url, token, random_ip()))
+            for _, token in users
+        ]
+        for ws in sockets:
+            await receive(ws)
+        redis, log_key = app.state.live.redis, app.state.live.log.keys[2]
+        before = await redis.xlen(log_key)
+        event = await publish(TASK_CREATED, task_data(title="for everyone"))
+        received = [await receive_event(ws) for ws in sockets]
+        after = await redis.xlen(log_key)
+        last = await redis.xrevrange(log_key, count=1)
+    assert {m["id"] for m in received} == {str(event.id)}
+    assert after == before + 1 or after == app.state.live.settings.WS_HISTORY_MESSAGES
+    assert last[0][0] == f"{received[0]['seq']}-0".encode()
+
+
+async def test_a_log_that_starts_again_resyncs_open_sockets(live_gateway, make_user) -> None:
+    """The log lost (Redis restarted empty, say): open sockets get `resync` with the new
+    epoch, then the new log's messages."""
+    _, token = await make_user()
+    async with live_gateway() as (app, url), open_socket(url, token, random_ip()) as ws:
+        hello = await receive(ws)
+        await app.state.live.redis.delete(*app.state.live.log.keys)
+        await publish(TASK_CREATED, task_data())
+        resync = await receive(ws)
+        first = await receive_event(ws)
+    assert resync["type"] == "resync"
+    assert resync["data"]["epoch"] != hello["data"]["epoch"]
+    assert resync["data"]["seq"] == 0
+    assert first["seq"] == 1
 
 
 # --- limits
-
-
-async def stalled_client(url: str, token: str) -> tuple[asyncio.StreamReader, Any]:
-    """A WebSocket client that completes the handshake, then reads nothing more: a small
-    receive buffer, and a stream reader that stops taking bytes past a few KiB."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    host, port = url.removeprefix("ws://").split(":")
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: bearer, {token}\r\nX-Forwarded-For: {random_ip()}\r\n\r\n"
-        ).encode()
-    )
-    response = await reader.readuntil(b"\r\n\r\n")
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return reader, writer
-
-
-def close_frame_code(stream: bytes) -> int | None:
-    """The code of the close frame in what a server sent (frames unmasked), if any."""
-    at = 0
-    while at + 2 <= len(stream):
-        opcode, length = stream[at] & 0x0F, stream[at + 1] & 0x7F
-        at += 2
-        if length in (126, 127):
-            size = 2 if length == 126 else 8
-            length = int.from_bytes(stream[at : at + size], "big")
-            at += size
-        if opcode == 0x8:
-            return int.from_bytes(stream[at : at + 2], "big")
-        at += length
-    return None
 
 
 async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
@@ -463,8 +426,8 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
     (_, slow_token), (_, fast_token) = await make_user(), await make_user()
     # Streams in memory: 10 MB of events need not go to the shared Redis.
     async with live_gateway("memory", WS_SEND_QUEUE=32) as (app, url):
-        reader, writer = await stalled_client(url, slow_token)
-        async with open_socket(url, fast_token) as fast:
+        reader, writer = await stalled_client(url, slow_token, random_ip())
+        async with open_socket(url, fast_token, random_ip()) as fast:
             await receive(fast)
             await eventually(_sockets(app, 2), "both sockets are open")
             big = "x" * 50_000
@@ -485,11 +448,14 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
 async def test_sockets_per_user_are_limited(live_gateway, make_user) -> None:
     _, token = await make_user()
     async with live_gateway(WS_MAX_PER_USER=2) as (_, url):
-        async with open_socket(url, token) as a, open_socket(url, token) as b:
+        async with (
+            open_socket(url, token, random_ip()) as a,
+            open_socket(url, token, random_ip()) as b,
+        ):
             await receive(a), await receive(b)
-            async with open_socket(url, token) as third:
+            async with open_socket(url, token, random_ip()) as third:
                 assert await close_code(third) == 4008
-        async with open_socket(url, token) as again:
+        async with open_socket(url, token, random_ip()) as again:
             assert (await receive(again))["type"] == "hello"
 
 
@@ -498,19 +464,22 @@ async def test_handshakes_are_rate_limited_per_ip(live_gateway, make_user) -> No
     ip = random_ip()
     async with live_gateway(WS_HANDSHAKE_RATE="2/minute") as (_, url):
         for _ in range(2):
-            async with open_socket(url, token, ip=ip) as ws:
+            async with open_socket(url, token, ip) as ws:
                 await receive(ws)
         with pytest.raises(InvalidStatus) as refused:
-            async with open_socket(url, token, ip=ip):
+            async with open_socket(url, token, ip):
                 pass
-        async with open_socket(url, token) as other_ip:
+        async with open_socket(url, token, random_ip()) as other_ip:
             assert (await receive(other_ip))["type"] == "hello"
     assert refused.value.response.status_code == 429
 
 
 async def test_client_messages_are_size_limited(live_gateway, make_user) -> None:
     _, token = await make_user()
-    async with live_gateway(WS_MAX_MESSAGE_BYTES=100) as (_, url), open_socket(url, token) as ws:
+    async with (
+        live_gateway(WS_MAX_MESSAGE_BYTES=100) as (_, url),
+        open_socket(url, token, random_ip()) as ws,
+    ):
         await receive(ws)
         await ws.send(json.dumps({"type": "ping"}))
         assert (await receive(ws))["type"] == "pong"
@@ -521,7 +490,7 @@ async def test_client_messages_are_size_limited(live_gateway, make_user) -> None
 async def test_health_counts_open_sockets(live_gateway, make_user, client_for) -> None:
     _, token = await make_user()
     async with live_gateway() as (app, url), client_for(app) as client:
-        async with open_socket(url, token) as ws:
+        async with open_socket(url, token, random_ip()) as ws:
             await receive(ws)
             live = (await client.get("/api/health")).json()["live"]
         after = (await client.get("/api/health")).json()["live"]
@@ -557,7 +526,7 @@ async def test_readiness_fails_while_the_event_subscription_is_down(
         await eventually(events("down"), "the replica is not ready", timeout=60)
         proxy.start()
         await eventually(events("ok"), "the subscription is back", timeout=60)
-        async with open_socket(ws_base, token) as ws:
+        async with open_socket(ws_base, token, random_ip()) as ws:
             await receive(ws)
             # The queue is declared again just after the connection: what is published before
             # that is not this replica's (no retries on a live queue), so publish until one is.
@@ -566,22 +535,18 @@ async def test_readiness_fails_while_the_event_subscription_is_down(
             async with asyncio.timeout(60):
                 while received is None:
                     note = notification_data(recipient)
-                    published.add(str((await publish_on_rabbitmq(NOTIFICATION_CREATED, note)).id))
+                    published.add(
+                        str(
+                            (
+                                await publish_on_rabbitmq(
+                                    EventEnvelope(
+                                        type=NOTIFICATION_CREATED, producer="test", data=note
+                                    )
+                                )
+                            ).id
+                        )
+                    )
                     with contextlib.suppress(TimeoutError):
                         received = await receive_event(ws, timeout=1)
     proxy.stop()
     assert received["id"] in published
-
-
-async def publish_on_rabbitmq(event_type: str, data: dict[str, Any]) -> EventEnvelope:
-    envelope = EventEnvelope(type=event_type, producer="test", data=data)
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        await exchange.publish(
-            aio_pika.Message(envelope.model_dump_json().encode()), routing_key=envelope.type
-        )
-    return envelope
