@@ -48,6 +48,10 @@ async def stack(
             "RABBITMQ_URL": through(broker_proxy, RABBITMQ_URL),
             # The bursts are one user's: the gateway's per-user budget is not under test here.
             "RATE_LIMIT_DEFAULT": "100000/minute",
+            # Six processes' pools within PostgreSQL's default 100 connections, with room left
+            # for the tests' own and a service's pool that a kill leaves open until it times out.
+            "DB_POOL_SIZE": "5",
+            "DB_MAX_OVERFLOW": "5",
         },
     )
     await recreate_database(running.database)

@@ -42,12 +42,14 @@ OWN_HEADERS = {
 BODY_HEADERS = {"content-length", "content-type", "content-encoding"}
 
 
-def request_headers(request: Request, with_body: bool = True) -> list[tuple[str, str]]:
+def request_headers(request: Request, with_body: bool = True) -> list[tuple[str, str | bytes]]:
     """The client's headers for an upstream call, less what only the gateway may set; without
     the body's headers for calls the gateway makes on its own (a composed GET)."""
     dropped = OWN_HEADERS if with_body else OWN_HEADERS | BODY_HEADERS
-    headers = [
-        (name, value)
+    headers: list[tuple[str, str | bytes]] = [
+        # Forwarded as the bytes that came in (Starlette decoded them as Latin-1): httpx would
+        # encode a str as ASCII, and a client's non-ASCII header value was a 500.
+        (name, value.encode("latin-1"))
         for name, value in request.headers.items()
         if name not in HOP_BY_HOP and name not in dropped and not name.startswith("x-user-")
     ]
