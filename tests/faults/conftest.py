@@ -42,6 +42,8 @@ async def stack(
         "distributed",
         tmp_path_factory.mktemp("faults"),
         database="taskhub_faults",
+        # Seven processes importing and migrating at once on two loaded cores took over 3 min.
+        start_timeout=300,
         extra_env={
             "ENVIRONMENT": "test",
             "DB_PORT": str(database_proxy.port),

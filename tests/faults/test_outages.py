@@ -11,10 +11,10 @@ from taskhub_common.testing import TcpProxy
 from tests.e2e.accounts import register
 from tests.faults.checks import BURST, CONSUMERS, all_ready, nothing_lost, readiness, wait_for
 
-# A safety net over the bounds each wait sets: the first test also waits up to 180 s for the
+# A safety net over the bounds each wait sets: the first test also waits up to 300 s for the
 # stack to start (seven processes), and on a loaded machine a killed service takes a minute or
 # more to import and start again.
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 
 async def test_a_broker_cut_mid_burst_loses_nothing(

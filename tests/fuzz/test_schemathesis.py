@@ -30,7 +30,8 @@ CASES_PER_OPERATION = 25
 MIN_CASES = 1_000
 LOGOUT = "/api/auth/logout"
 
-pytestmark = pytest.mark.timeout(600)
+# About a minute on an idle machine; several when two cores are shared with other suites.
+pytestmark = pytest.mark.timeout(900)
 
 
 def signed_in(stack: Stack) -> str:
@@ -64,7 +65,7 @@ def schemathesis(stack: Stack, report: Path, *options: str) -> dict:
         str(report),
         *options,
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=540, check=False)
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
     return json.loads(report.read_text())
 
