@@ -10,8 +10,8 @@ import httpx
 from taskhub_common.testing import bearer, new_user
 from tests.e2e.stack import Stack
 
-TASKS = 400
-KILL_AFTER = 120
+TASKS = 1_000
+KILL_AFTER = 300
 
 
 async def delete_until_killed(base_url: str, headers: dict, ids: list[str], kill) -> int:

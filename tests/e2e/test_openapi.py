@@ -1,5 +1,6 @@
 """The merged OpenAPI of the whole stack documents the error statuses of every route, each
-with the error body's schema (most routes once listed only 200 and 422)."""
+with the error body's schema (most routes once listed only 200 and 422), and the
+Idempotency-Key header of every change."""
 
 import httpx
 
@@ -27,7 +28,10 @@ async def test_every_route_documents_its_error_statuses(api: httpx.AsyncClient) 
         if "{" in path:
             assert "404" in responses, (method, path)
         if "requestBody" in operation:
-            assert "413" in responses, (method, path)
+            assert {"400", "413"} <= set(responses), (method, path)
+        if method != "get" and path != "/api/auth/ws-ticket":  # the gateway's own route
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            assert "Idempotency-Key" in headers, (method, path)
         for status, response in responses.items():
             if status[0] in "45":
                 assert error_schema(response).endswith("ErrorBody"), (method, path, status)

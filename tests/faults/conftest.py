@@ -42,12 +42,18 @@ async def stack(
         "distributed",
         tmp_path_factory.mktemp("faults"),
         database="taskhub_faults",
+        # Seven processes importing and migrating at once on two loaded cores took over 3 min.
+        start_timeout=300,
         extra_env={
             "ENVIRONMENT": "test",
             "DB_PORT": str(database_proxy.port),
             "RABBITMQ_URL": through(broker_proxy, RABBITMQ_URL),
             # The bursts are one user's: the gateway's per-user budget is not under test here.
             "RATE_LIMIT_DEFAULT": "100000/minute",
+            # Six processes' pools within PostgreSQL's default 100 connections, with room left
+            # for the tests' own and a service's pool that a kill leaves open until it times out.
+            "DB_POOL_SIZE": "5",
+            "DB_MAX_OVERFLOW": "5",
         },
     )
     await recreate_database(running.database)

@@ -127,6 +127,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
+    400: "The request body could not be read (not the encoding its Content-Type names)",
     401: "No valid access token",
     403: "The caller may not do this",
     404: "Not found, or not visible to the caller",

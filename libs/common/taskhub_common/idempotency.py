@@ -38,6 +38,22 @@ HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEEP = timedelta(hours=24)
 MAX_KEY_LENGTH = 255
+# The header as the OpenAPI of every change documents it: printable ASCII, no space at either
+# end (HTTP would strip it).
+HEADER_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and request replays the first response "
+    "(Idempotent-Replayed: true) for 24 hours; the same key with another request is 422, "
+    "and while the first still runs, 409.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
+}
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The response headers a replay repeats; the others (request id, rate limits) belong to a reply.
 KEPT_HEADERS = ("content-type", "location", "x-total-count")
@@ -298,6 +314,9 @@ def replay_of(row: Row) -> Response:
 
 
 async def prune_idempotency_keys(session: AsyncSession) -> None:
+    # A service without write routes (analytics) has no such table: its relay must not fail.
+    if (await session.execute(select(func.to_regclass(idempotency_keys.name)))).scalar() is None:
+        return
     await session.execute(
         delete(idempotency_keys).where(idempotency_keys.c.created_at <= func.now() - KEEP)
     )

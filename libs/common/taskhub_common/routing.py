@@ -8,12 +8,14 @@ checked and its response kept in the transaction of the change (taskhub_common.i
 """
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from taskhub_common.db import Database, run_after_commit
 from taskhub_common.idempotency import (
+    HEADER_PARAMETER,
     IdempotentRequest,
     StreamedIdempotentRequest,
     caller_of,
@@ -21,8 +23,19 @@ from taskhub_common.idempotency import (
     idempotency_key,
 )
 
+CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
+
 
 class TransactionalRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.methods & CHANGES:
+            # Documented where it is honoured, so clients (and generated ones) know to send it.
+            self.openapi_extra = {
+                **(self.openapi_extra or {}),
+                "parameters": [*(self.openapi_extra or {}).get("parameters", []), HEADER_PARAMETER],
+            }
+
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
 

@@ -9,14 +9,16 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from taskhub_common.bus import RabbitMQBus
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.idempotency import idempotency_keys
 from taskhub_common.outbox import OutboxRelay, add_event, add_events, inbox, outbox
-from taskhub_common.testing import RABBITMQ_URL, TcpProxy
+from taskhub_common.outbox import metadata as outbox_metadata
+from taskhub_common.settings import ServiceSettings
+from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, RABBITMQ_URL, TcpProxy
 
 
 class Listener:
@@ -268,3 +270,25 @@ async def test_prune_drops_only_old_sent_and_processed_rows(database: Database) 
     assert ids == {recent_sent.id, unsent.id}
     assert processed == {recent_processed}
     assert keys == {"recent"}  # idempotency keys are kept 24 hours
+
+
+async def test_prune_in_a_service_without_idempotency_keys(database: Database) -> None:
+    """Analytics has no write routes and so no idempotency_keys table: its relay's prune
+    used to fail there, and the relay backed off up to 30 s between batches."""
+    readonly = Database(
+        ServiceSettings(
+            SERVICE_NAME="readonly",
+            DB_HOST=PG_HOST,
+            DB_PORT=PG_PORT,
+            DB_USER=PG_USER,
+            DB_NAME=database.engine.url.database,
+        )
+    )
+    try:
+        async with readonly.engine.begin() as connection:
+            await connection.execute(text('DROP SCHEMA IF EXISTS "readonly" CASCADE'))
+            await connection.execute(text('CREATE SCHEMA "readonly"'))
+            await connection.run_sync(outbox_metadata.create_all)
+        await OutboxRelay(readonly, RabbitMQBus(RABBITMQ_URL)).prune()
+    finally:
+        await readonly.dispose()

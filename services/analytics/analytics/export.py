@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy.engine import Row
 
 from analytics.repository import AnalyticsRepository, Filters
@@ -91,9 +92,17 @@ async def csv_stream(database: Database, filters: Filters) -> AsyncIterator[byte
         yield buffer.getvalue().encode()
 
 
+def xml_safe(value: object) -> object:
+    """Control characters XML cannot hold (a title may have them) as U+FFFD: openpyxl refuses
+    them, and one such task made every export that included it a 500."""
+    if isinstance(value, str):
+        return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+    return value
+
+
 def _append(sheet, batch: list[Row]) -> None:
     for row in batch:
-        sheet.append(cells(row))
+        sheet.append([xml_safe(value) for value in cells(row)])
 
 
 async def xlsx_stream(database: Database, filters: Filters) -> AsyncIterator[bytes]:

@@ -5,9 +5,9 @@ service that is down is left out and tried again on the next request; the gatewa
 for every service to start.
 
 Every operation also lists the error statuses that the gateway and the shared service code
-answer on any route (401 unless public, 404 with a path parameter, 413 with a body, 422, 429,
-431, 503, 504), each with the error body's schema; a route documents the ones of its own rules
-(403, 409) itself (`taskhub_common.errors.error_responses`).
+answer on any route (401 unless public, 404 with a path parameter, 400 and 413 with a body,
+422, 429, 431, 503, 504), each with the error body's schema; a route documents the ones of its
+own rules (403, 409) itself (`taskhub_common.errors.error_responses`).
 """
 
 import asyncio
@@ -117,7 +117,7 @@ def _add_error_responses(path: str, method: str, operation: dict[str, Any]) -> N
     if "{" in path:
         statuses.append(404)
     if "requestBody" in operation:
-        statuses.append(413)
+        statuses += [400, 413]
     responses = operation.setdefault("responses", {})
     for status in sorted(statuses):
         response = responses.setdefault(str(status), {"description": ERROR_DESCRIPTIONS[status]})

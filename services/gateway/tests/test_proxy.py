@@ -84,6 +84,19 @@ async def test_proxied_request_carries_context_and_no_spoofed_headers(
     assert "forwarded" not in headers and "x-real-ip" not in headers
 
 
+async def test_a_header_value_that_is_not_ascii_is_forwarded_as_sent(
+    make_gateway, client_for, extra_upstreams
+) -> None:
+    """Such a value (an Idempotency-Key of Latin-1 bytes, found by schemathesis) was a 500."""
+    async with make_gateway(extra_upstreams) as app, client_for(app) as client:
+        token = await token_for(client)
+        response = await client.delete(
+            "/api/echo/x", headers={**bearer(token), "X-Note": b"caf\xe9 \xff"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["headers"]["x-note"] == "caf\xe9 \xff"
+
+
 async def test_large_body_is_streamed_through(make_gateway, client_for, extra_upstreams) -> None:
     size = 5 * 1024 * 1024
     async with (

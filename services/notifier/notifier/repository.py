@@ -33,12 +33,19 @@ def encode_cursor(created_at: datetime, notification_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    invalid = invalid_field("cursor", "Invalid cursor", location="query")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, notification_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), uuid.UUID(notification_id)
+        # A forged cursor may hold anything: uuid.UUID(5) is an AttributeError, not a 422.
+        if not (isinstance(created_at, str) and isinstance(notification_id, str)):
+            raise invalid
+        instant = datetime.fromisoformat(created_at)
+        if instant.tzinfo is None:  # the cursor this service writes always has its offset
+            raise invalid
+        return instant, uuid.UUID(notification_id)
     except (ValueError, TypeError) as exc:
-        raise invalid_field("cursor", "Invalid cursor", location="query") from exc
+        raise invalid from exc
 
 
 def unread_count_query(user_id: uuid.UUID) -> Select[tuple[int]]:

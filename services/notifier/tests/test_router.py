@@ -1,5 +1,7 @@
 """The notifications API: shape, limits, paging, unread filter, read and read-all, who may."""
 
+import base64
+import json
 import uuid
 
 import httpx
@@ -70,9 +72,35 @@ async def test_limit_out_of_range_is_422(client: httpx.AsyncClient, alice, limit
     assert response.status_code == 422
 
 
-async def test_bad_cursor_is_422(client: httpx.AsyncClient, alice) -> None:
-    response = await client.get("/api/notifications", headers=alice[1], params={"cursor": "zz"})
-    assert response.status_code == 422
+def cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "zz",
+        "not a cursor!",
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        cursor_of("ab"),
+        cursor_of(5),
+        cursor_of([]),
+        cursor_of({"a": 1, "b": 2}),
+        cursor_of(["2024-01-01T00:00:00+00:00", 5]),
+        cursor_of(["2024-01-01T00:00:00+00:00", None]),
+        cursor_of(["2024-01-01T00:00:00+00:00", ["x"]]),
+        cursor_of(["2024-01-01T00:00:00+00:00", "not-a-uuid"]),
+        cursor_of([5, str(uuid.uuid4())]),
+        cursor_of(["yesterday", str(uuid.uuid4())]),
+        cursor_of(["2024-01-01T00:00:00", str(uuid.uuid4())]),
+        cursor_of(["99999-01-01T00:00:00+00:00", str(uuid.uuid4())]),
+        cursor_of("x" * 300),
+    ],
+)
+async def test_a_tampered_cursor_is_422(client: httpx.AsyncClient, alice, cursor: str) -> None:
+    response = await client.get("/api/notifications", headers=alice[1], params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
 async def test_paging_with_the_cursor(client: httpx.AsyncClient, app: FastAPI, alice) -> None:

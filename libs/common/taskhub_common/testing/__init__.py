@@ -194,6 +194,9 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The 5 s were for connecting: left on, a recv() on a link idle for 5 s (RabbitMQ
+            # between heartbeats, a pooled database connection) would end the forwarding.
+            upstream.settimeout(None)
             with self._lock:
                 self._sockets.update({client, upstream})
             for source, sink in ((client, upstream), (upstream, client)):
