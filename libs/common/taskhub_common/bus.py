@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
+from taskhub_common.tracing import handling
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,9 @@ class RabbitMQBus:
         self._queues.append(queue)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._handle(channel, subscription, message)
+            # Its trace and request id, for the handler's spans and every log line of it.
+            with handling(subscription.queue, message.routing_key or "", message.headers or {}):
+                await self._handle(channel, subscription, message)
 
         await queue.consume(on_message)
 

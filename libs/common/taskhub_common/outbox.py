@@ -41,6 +41,7 @@ from taskhub_common.db import Database
 from taskhub_common.events import EventEnvelope
 from taskhub_common.idempotency import prune_idempotency_keys
 from taskhub_common.logs import trace_headers
+from taskhub_common.tracing import publishing
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class OutboxRelay:
             ).all()
             outcomes = await asyncio.gather(
                 *(
-                    self.bus.publish(EventEnvelope.model_validate(row.payload), row.headers)
+                    self._publish(EventEnvelope.model_validate(row.payload), row.headers)
                     for row in rows
                 ),
                 return_exceptions=True,
@@ -219,6 +220,10 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return len(rows)
+
+    async def _publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
+        with publishing(envelope.type, headers) as traced:
+            await self.bus.publish(envelope, traced)
 
     async def _prune_when_due(self) -> None:
         now = time.monotonic()
