@@ -47,14 +47,32 @@ debian_mirror() {
   } | grep -v -- '-security' | head -n1
 }
 
+# A run killed outright (no trap) leaves its engine running on the data root; two engines on
+# one data root would corrupt it, so the next run stops that one first.
+stop_orphan_engine() {
+  local pid
+  pid=$(cat "$CACHE/dockerd.pid" 2>/dev/null) || return 0
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+    say "stopping the engine a killed run left behind (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 30); do
+      kill -0 "$pid" 2>/dev/null || return 0
+      sleep 1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+}
+
 start_engine() {
   mkdir -p "$CACHE/docker"
+  stop_orphan_engine
   # The engine's sockets and state live in a short path of this run's own (a unix socket's
-  # path is limited to 108 bytes).
+  # path is limited to 108 bytes). It does not inherit the lock (fd 9): the lock ends with
+  # this script, whatever becomes of the engine.
   RUN_DIR=$(mktemp -d /tmp/taskhub-ci.XXXXXX)
   dockerd --data-root "$CACHE/docker" --exec-root "$RUN_DIR/exec" \
-    --pidfile "$RUN_DIR/dockerd.pid" --host "unix://$RUN_DIR/docker.sock" \
-    >"$RUN_DIR/dockerd.log" 2>&1 &
+    --pidfile "$CACHE/dockerd.pid" --host "unix://$RUN_DIR/docker.sock" \
+    >"$RUN_DIR/dockerd.log" 2>&1 9>&- &
   DOCKERD_PID=$!
   export DOCKER_HOST="unix://$RUN_DIR/docker.sock"
   for _ in $(seq 60); do
@@ -185,6 +203,8 @@ main() {
 
   say "starting the stack"
   STACK_UP=1
+  # Whatever a killed run left (containers, volumes) goes first: each run starts empty.
+  compose down --volumes --remove-orphans >/dev/null 2>&1 || true
   # Each service starts once those it depends on are healthy; up fails if one never is.
   compose up --detach --no-build
   .venv/bin/python deploy/ci/check_stack.py wait "http://127.0.0.1:$GATEWAY_PORT" 180

@@ -54,8 +54,8 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp(request.param)
     if request.param == "compose":
-        # Started, and stopped, by deploy/compose-test.sh, with the settings below
-        # (deploy/ci/docker-compose.ci.yml).
+        # Started, and stopped, by deploy/compose-test.sh, with the settings the stacks below
+        # get (deploy/ci/docker-compose.ci.yml).
         yield Stack("compose", workdir, base_url=COMPOSE_URL)
         return
     # The gateway believes X-Forwarded-For from 127.0.0.1: each test is a client of its own.
