@@ -4,7 +4,7 @@ UV := $(PYTHON) -m uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-distributed test test-unit test-e2e test-faults fuzz lint format dlq bench bench-tasks \
+.PHONY: install run run-distributed test test-unit test-e2e test-faults fuzz test-compose lint format dlq bench bench-tasks \
 	bench-comments bench-files bench-gateway bench-notifier bench-analytics analytics-rebuild \
 	bench-live image up down
 
@@ -44,6 +44,11 @@ fuzz: install
 
 test-e2e: install
 	$(UV) run --frozen pytest tests/e2e
+
+## docker-compose.yml for real: its own Docker engine, images built from a debootstrapped base,
+## the end-to-end suite through the gateway container (deploy/compose-test.sh; needs root).
+test-compose: install
+	deploy/compose-test.sh
 
 ## Dead letters: `make dlq` lists every service's, SERVICE=tasks one's; add REPLAY=1 to replay.
 dlq: install

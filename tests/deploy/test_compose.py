@@ -1,7 +1,7 @@
-"""docker-compose.yml read against the service registry (no Docker engine runs the stack in
-CI): every service is there on the one image with its SERVICE, a healthcheck on its own
-/health/ready, init, waits for what it needs to be healthy, and only the gateway's port and
-the UIs are published."""
+"""docker-compose.yml read against the service registry: every service is there on the one
+image with its SERVICE, a healthcheck on its own /health/ready, init, waits for what it needs to
+be healthy, and only the gateway's port and the UIs are published. (deploy/compose-test.sh runs
+the stack for real; these rules fail fast and say which rule.)"""
 
 import re
 from pathlib import Path
@@ -15,8 +15,14 @@ from taskhub_common.serve import targets
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_SERVERS = {"postgres", "rabbitmq", "redis", "minio", "mailpit"}
-# The UIs, published on the loopback only: RabbitMQ, MinIO's console, Mailpit, Jaeger.
-UI_PORTS = {"rabbitmq": "15672", "minio": "9001", "mailpit": "8025", "jaeger": "16686"}
+# The UIs, published on the loopback only (each port movable by a variable): RabbitMQ, MinIO's
+# console, Mailpit, Jaeger.
+UI_PORTS = {
+    "rabbitmq": ("RABBITMQ_UI_PORT", "15672"),
+    "minio": ("MINIO_UI_PORT", "9001"),
+    "mailpit": ("MAILPIT_UI_PORT", "8025"),
+    "jaeger": ("JAEGER_UI_PORT", "16686"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,8 @@ def problems(compose: dict[str, Any]) -> list[str]:
             found.append(f"{name}: no healthcheck")
     for name, service in services.items():
         if name in UI_PORTS:
-            if published(service) != [f"127.0.0.1:{UI_PORTS[name]}:{UI_PORTS[name]}"]:
+            variable, port = UI_PORTS[name]
+            if published(service) != [f"127.0.0.1:${{{variable}:-{port}}}:{port}"]:
                 found.append(f"{name}: publishes {published(service)}")
         elif name not in {target.name for target in targets()} and published(service):
             found.append(f"{name}: publishes {published(service)}")
@@ -99,3 +106,17 @@ def test_a_published_port_a_missing_service_or_healthcheck_fails_the_check() -> 
     assert "files: healthcheck ''" in found
     assert "identity: postgres with {'condition': 'service_started'}" in found
     assert "gateway: waits for files, which has no healthcheck" in found
+
+
+def test_every_image_but_the_projects_has_a_ci_stand_in(compose: dict[str, Any]) -> None:
+    """deploy/compose-test.sh builds deploy/ci/images/<service> under the image name the file
+    gives that service: an image without one would be pulled, and no registry answers in CI."""
+    others = {
+        name for name, service in compose["services"].items() if service["image"] != "taskhub:dev"
+    }
+    stand_ins = {
+        folder.name
+        for folder in (ROOT / "deploy" / "ci" / "images").iterdir()
+        if (folder / "Dockerfile").is_file()
+    }
+    assert others == stand_ins - {"python"}

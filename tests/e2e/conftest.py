@@ -1,6 +1,9 @@
-"""The end-to-end suite runs once per mode, against real processes over real HTTP."""
+"""The end-to-end suite runs once per mode, against real processes over real HTTP; or, with
+E2E_COMPOSE_URL set (deploy/compose-test.sh), once against the compose stack's gateway
+container at that address (mode "compose")."""
 
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +15,18 @@ from moto.server import ThreadedMotoServer
 from taskhub_common.testing import TcpProxy, recreate_database
 from tests.e2e.accounts import E2E_REFRESH_GRACE_SECONDS
 from tests.e2e.stack import Stack, free_port
+
+COMPOSE_URL = os.environ.get("E2E_COMPOSE_URL", "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against the compose stack, only the tests of the running stack: the others start
+    processes of their own on this machine."""
+    if not COMPOSE_URL:
+        return
+    kept = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +48,16 @@ def s3_server() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session", params=["embedded", "distributed"])
+@pytest.fixture(scope="session", params=["compose"] if COMPOSE_URL else ["embedded", "distributed"])
 async def stack(
     request, tmp_path_factory, tasks_redis: TcpProxy, s3_server: str
 ) -> AsyncIterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp(request.param)
+    if request.param == "compose":
+        # Started, and stopped, by deploy/compose-test.sh, with the settings the stacks below
+        # get (deploy/ci/docker-compose.ci.yml).
+        yield Stack("compose", workdir, base_url=COMPOSE_URL)
+        return
     # The gateway believes X-Forwarded-For from 127.0.0.1: each test is a client of its own.
     running = Stack(
         request.param,
@@ -74,6 +94,9 @@ async def stack(
 def redis_outage(stack: Stack, tasks_redis: TcpProxy):
     """Take Redis away from the tasks service for the duration of a `with` block. (The
     embedded mode has no Redis: its cache lives in the process.)"""
+
+    if stack.mode == "compose":
+        pytest.skip("the compose stack's Redis is inside its network, out of the tests' reach")
 
     @contextlib.contextmanager
     def outage() -> Iterator[None]:

@@ -212,6 +212,8 @@ async def wait_until_published(stack: Stack, user_id: str) -> None:
 async def test_registration_event_is_published(api: httpx.AsyncClient, stack: Stack) -> None:
     """The outbox row is marked sent once the bus took it; in the distributed mode the event is
     on RabbitMQ's exchange with the envelope of docs/events.md."""
+    if stack.mode == "compose":
+        pytest.skip("the compose stack's PostgreSQL and RabbitMQ are not published")
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()

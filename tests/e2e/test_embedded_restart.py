@@ -53,3 +53,16 @@ def test_embedded_logs_name_the_service_that_wrote_them(tmp_path) -> None:
     assert ("identity", "POST /api/auth/register 201") in served
     assert ("gateway", "POST /api/auth/register 201") in served
     assert ("tasks", "GET /api/tasks 200") in served
+    # The first screen (a fresh DATA_DIR): JSON lines only, since the output is not a terminal,
+    # no library chatter (pgserver's initdb, alembic's set-up, platformdirs' warning), and the
+    # banner that says where to go.
+    text = stack.processes[0].log_path.read_text()
+    assert all(line.startswith("{") for line in text.splitlines()), text[:2000]
+    loggers = {line["logger"] for line in log_lines(stack) if line["level"] == "INFO"}
+    assert not {name for name in loggers if name.startswith(("pgserver", "alembic"))}, loggers
+    (ready,) = [
+        line["message"] for line in log_lines(stack) if "TaskHub is ready" in line["message"]
+    ]
+    port = base_url.rsplit(":", 1)[1]
+    for url in ("/api", "/docs", "/api/health"):
+        assert f"http://127.0.0.1:{port}{url}" in ready, ready

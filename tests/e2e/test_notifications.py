@@ -1,10 +1,12 @@
-"""Notifications through the gateway, in both modes: an assignment becomes a notice (and an
-email, written as an .eml file since these stacks have no SMTP server), which its user lists,
-reads and marks read; nobody else can."""
+"""Notifications through the gateway, in every mode: an assignment becomes a notice (and an
+email: an .eml file in the stacks of processes, which have no SMTP server; a message at the
+compose stack's SMTP catcher, read through its Mailpit API), which its user lists, reads and
+marks read; nobody else can."""
 
 import asyncio
 import email
 import email.policy
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -87,24 +89,33 @@ async def test_assignment_notice_list_read_and_read_all(api: httpx.AsyncClient, 
     bad = await api.get("/api/notifications", headers=assignee["headers"], params={"limit": 101})
     assert bad.status_code == 422
 
-    # No SMTP server in these stacks: each email is an .eml file under DATA_DIR/mail.
     messages = await emails_to(stack, assignee["request"]["email"], 2)
     links = {message.get_body(("plain",)).get_content() for message in messages}
     assert any(f"/tasks/{later['id']}" in text for text in links)
 
 
 async def emails_to(stack: Stack, address: str, count: int) -> list[email.message.EmailMessage]:
-    folder = stack.workdir / "var" / "mail"
     async with asyncio.timeout(60):  # the mail worker polls; a busy machine is slow
         while True:
-            found = []
-            for path in folder.glob("*.eml") if folder.is_dir() else []:
-                message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-                if message["To"] == address:
-                    found.append(message)
+            found = [message for message in await sent_emails(stack) if message["To"] == address]
             if len(found) >= count:
                 return found
             await asyncio.sleep(0.2)
+
+
+async def sent_emails(stack: Stack) -> list[email.message.EmailMessage]:
+    """Every email sent so far: at the SMTP catcher (compose), else under DATA_DIR/mail."""
+    if stack.mode == "compose":
+        async with httpx.AsyncClient(base_url=os.environ["E2E_MAIL_API"]) as catcher:
+            listed = (await catcher.get("/api/v1/messages")).json()["messages"]
+            raw = [
+                (await catcher.get(f"/api/v1/message/{entry['ID']}/raw")).content
+                for entry in listed
+            ]
+    else:
+        folder = stack.workdir / "var" / "mail"
+        raw = [path.read_bytes() for path in folder.glob("*.eml")] if folder.is_dir() else []
+    return [email.message_from_bytes(data, policy=email.policy.default) for data in raw]
 
 
 async def test_reminders_and_preferences(api: httpx.AsyncClient) -> None:

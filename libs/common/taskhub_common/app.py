@@ -15,6 +15,7 @@ from taskhub_common.bus import make_bus
 from taskhub_common.cache import task_part_cache
 from taskhub_common.consumer import BatchEventHandler, EventConsumer, EventHandler
 from taskhub_common.db import Database
+from taskhub_common.docs import docs_router
 from taskhub_common.errors import install_error_handlers
 from taskhub_common.http import make_http_client
 from taskhub_common.limits import RequestLimitsMiddleware
@@ -71,7 +72,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
+        configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL, settings.LOG_FORMAT)
         # Tasks made from here on (relay, consumers, loops) log under this service's name.
         service_var.set(settings.SERVICE_NAME)
         background: list[asyncio.Task[None]] = []
@@ -160,7 +161,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         lifespan=lifespan,
         # A redirect would point at the service's own address, which is not public.
         redirect_slashes=False,
-        **({} if spec.openapi_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
+        # The docs pages are docs_router's, with their assets served here rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
+        **({} if spec.openapi_docs else {"openapi_url": None}),
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -170,6 +174,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health_router())
     app.include_router(metrics_router())
+    if spec.openapi_docs:
+        app.include_router(docs_router(app.title))
     trace_app(app)
     for router in spec.routers:
         app.include_router(router)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
+from taskhub_common.tracing import handling, handling_batch
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,8 @@ class RabbitMQBus:
         if not readable:
             return
         try:
-            await subscription.batch_handler(envelopes)
+            with handling_batch(subscription.queue, [m.headers or {} for m in readable]):
+                await subscription.batch_handler(envelopes)
         except Exception:
             logger.warning(
                 "batch of %d on %s failed; handling them one at a time",
@@ -320,7 +322,9 @@ class RabbitMQBus:
         attempt = int((message.headers or {}).get("x-attempt", 1))
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
-            await subscription.handler(envelope)
+            # Its trace and request id, for the handler's spans and every log line of it.
+            with handling(subscription.queue, message.routing_key or "", message.headers or {}):
+                await subscription.handler(envelope)
             subscription.record("handled")
         except Exception as exc:
             poison = isinstance(exc, ValidationError)

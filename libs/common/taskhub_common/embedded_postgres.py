@@ -6,9 +6,14 @@ it stops when the process exits. Data lives under DATA_DIR/pgdata and survives r
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 
-import pgserver
+with warnings.catch_warnings():
+    # On import pgserver asks platformdirs for a runtime folder, which warns when there is no
+    # XDG_RUNTIME_DIR (a container, a plain shell) and falls back to /tmp: fine for its lock.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import pgserver
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,9 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 service_var: ContextVar[str | None] = ContextVar("service", default=None)
 traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
 
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# A record's own attributes, not fields of the line; uvicorn's color_message is its message again
+# with terminal colour codes.
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,12 +46,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+class TextFormatter(logging.Formatter):
+    """One readable line per record, for a person at a terminal: time, level, service, message
+    and the record's own fields (the request and trace ids are left to the JSON lines)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        time = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        service = service_var.get() or self.service
+        line = f"{time} {record.levelname:<7} {service:<9} {record.getMessage()}"
+        fields = [
+            f"{key}={value}" for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS
+        ]
+        if fields:
+            line += "  " + " ".join(fields)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+# Libraries whose INFO lines say nothing to someone running TaskHub (the embedded server's
+# every command, alembic's set-up): shown only with LOG_LEVEL=DEBUG.
+QUIET_LOGGERS = ("pgserver", "alembic")
+
+
+def configure_logging(service: str, level: str = "INFO", log_format: str = "auto") -> None:
+    """JSON lines (containers, production), or readable lines with `text`, or with `auto` when
+    stderr is a terminal."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler.setFormatter(TextFormatter(service) if text else JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    debugging = root.getEffectiveLevel() <= logging.DEBUG
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
     # One access line per request is ours; httpx's own line per call would double it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

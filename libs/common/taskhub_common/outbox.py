@@ -5,6 +5,7 @@ the schema, so these Core tables serve all services.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ from taskhub_common.db import Database
 from taskhub_common.events import EventEnvelope
 from taskhub_common.idempotency import prune_idempotency_keys
 from taskhub_common.logs import trace_headers
+from taskhub_common.tracing import publishing
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +198,15 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            outcomes = await self.bus.publish_many(
-                [(EventEnvelope.model_validate(row.payload), row.headers) for row in rows]
-            )
+            with contextlib.ExitStack() as spans:
+                events = []
+                for row in rows:
+                    envelope = EventEnvelope.model_validate(row.payload)
+                    # With tracing on, each under a producer span of its row's trace until its
+                    # confirm; the headers then carry that span.
+                    headers = spans.enter_context(publishing(envelope.type, row.headers))
+                    events.append((envelope, headers))
+                outcomes = await self.bus.publish_many(events)
             sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
             failure = next((outcome for outcome in outcomes if outcome is not None), None)
             # What the broker confirmed is marked sent even when another publish failed.

@@ -29,6 +29,8 @@ class ServiceSettings(BaseSettings):
     DEBUG: bool = False
     ENVIRONMENT: Literal["development", "test", "production"] = "development"
     LOG_LEVEL: str = "INFO"
+    # JSON lines, or one readable line per record; auto: text on a terminal, else JSON.
+    LOG_FORMAT: Literal["auto", "json", "text"] = "auto"
     SECRET_KEY: str = DEFAULT_SECRET_KEY
     # Folder for everything the embedded mode keeps: database, files, mail.
     DATA_DIR: Path = Path("var")

@@ -2,20 +2,37 @@
 OTEL_EXPORTER_OTLP_* variables apply; OTEL_SDK_DISABLED=true still turns it off), each service
 app gets a server span per request, each client from `make_http_client` a client span per call
 carrying the current `traceparent`, and the spans go over OTLP/HTTP. A request through the
-gateway is then one trace across every service it touches.
+gateway is then one trace across every service it touches. Events continue it: the outbox row
+keeps the writer's `traceparent`, the relay publishes under a producer span of that trace
+(`publishing`), and the RabbitMQ consumer handles the event under a consumer span below it
+(`handling`), so what a handler writes, calls or publishes joins the same trace. A batch of
+events handled in one transaction is one consumer span linked to each event's trace
+(`handling_batch`, as OpenTelemetry's messaging conventions do for batches); a batch of one is
+handled alone, as a child of its trace.
 
 Off, nothing is instrumented (spans cost about as much as the rest of a small request,
 decision 0081): the gateway forwards the client's `traceparent` (or the one it made) as it is,
 so the log lines of every service still share the request's trace id.
 """
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 
 import httpx
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from taskhub_common.events import EXCHANGE
+from taskhub_common.logs import request_id_var, traceparent_var
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 _provider: TracerProvider | None = None
 _configured = False
@@ -64,3 +81,96 @@ def trace_client(client: httpx.AsyncClient) -> None:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+
+
+@contextlib.contextmanager
+def publishing(routing_key: str, headers: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """The headers to publish an outbox row's event with: with tracing on, under a producer span
+    in the trace the row recorded, whose `traceparent` the headers then carry."""
+    provider = tracer_provider()
+    if provider is None:
+        yield dict(headers)
+        return
+    tracer = provider.get_tracer("taskhub.events")
+    with tracer.start_as_current_span(
+        f"{routing_key} publish",
+        context=_PROPAGATOR.extract(headers),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation": "publish",
+            "messaging.destination.name": EXCHANGE,
+            "messaging.rabbitmq.destination.routing_key": routing_key,
+        },
+    ):
+        carried = dict(headers)
+        _PROPAGATOR.inject(carried)
+        yield carried
+
+
+def _trace_headers(headers: Mapping[str, object]) -> dict[str, str]:
+    """The trace and request id of a message's headers (AMQP may hand them over as bytes)."""
+    return {
+        key: value.decode() if isinstance(value, bytes) else value
+        for key, value in headers.items()
+        if key in ("traceparent", "x-request-id") and isinstance(value, str | bytes)
+    }
+
+
+@contextlib.contextmanager
+def handling(queue: str, routing_key: str, headers: Mapping[str, object]) -> Iterator[None]:
+    """The context an event is handled in: its request id and trace for the log lines, and with
+    tracing on a consumer span in the event's trace (from its `traceparent` header)."""
+    carried = _trace_headers(headers)
+    request_id = request_id_var.set(carried.get("x-request-id"))
+    traceparent = traceparent_var.set(carried.get("traceparent"))
+    try:
+        provider = tracer_provider()
+        if provider is None:
+            yield
+            return
+        tracer = provider.get_tracer("taskhub.events")
+        with tracer.start_as_current_span(
+            f"{routing_key} process",
+            context=_PROPAGATOR.extract(carried),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation": "process",
+                "messaging.destination.name": queue,
+                "messaging.rabbitmq.destination.routing_key": routing_key,
+            },
+        ):
+            yield
+    finally:
+        traceparent_var.reset(traceparent)
+        request_id_var.reset(request_id)
+
+
+@contextlib.contextmanager
+def handling_batch(queue: str, headers: list[Mapping[str, object]]) -> Iterator[None]:
+    """The context a batch of events is handled in: with tracing on, one consumer span with a
+    link to each event's trace (a span has one parent, a batch has many)."""
+    provider = tracer_provider()
+    if provider is None:
+        yield
+        return
+    links = []
+    for carried in headers:
+        parent = trace.get_current_span(_PROPAGATOR.extract(_trace_headers(carried)))
+        if parent.get_span_context().is_valid:
+            links.append(trace.Link(parent.get_span_context()))
+    tracer = provider.get_tracer("taskhub.events")
+    with tracer.start_as_current_span(
+        f"{queue} process",
+        context=Context(),
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation": "process",
+            "messaging.destination.name": queue,
+            "messaging.batch.message_count": len(headers),
+        },
+    ):
+        yield

@@ -9,8 +9,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from taskhub_common.logs import JsonFormatter, trace_headers, traceparent_var
+from taskhub_common.tracing import handling_batch, use_tracer_provider
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -98,3 +102,34 @@ def test_spans_go_over_otlp_only_when_an_endpoint_is_set() -> None:
 def test_tracing_can_be_turned_off_even_with_an_endpoint() -> None:
     endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
     assert run_child({**endpoint, "OTEL_SDK_DISABLED": "true"}) == "False"
+
+
+def test_a_batch_is_one_consumer_span_linked_to_each_events_trace() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    use_tracer_provider(provider)
+    try:
+        writers, events_headers = [], []
+        for name in ("first write", "second write"):
+            with provider.get_tracer("test").start_as_current_span(name) as writer:
+                writers.append(writer.get_span_context())
+                events_headers.append(trace_headers())
+        # As AMQP may hand headers over: values as bytes.
+        events_headers[1] = {key: value.encode() for key, value in events_headers[1].items()}
+        with handling_batch("notifier.events", [*events_headers, {"x-attempt": 1}]):
+            pass
+    finally:
+        use_tracer_provider(None)
+    (batch,) = [span for span in exporter.get_finished_spans() if span.name.endswith("process")]
+    assert batch.kind is SpanKind.CONSUMER
+    assert batch.parent is None
+    linked = [(link.context.trace_id, link.context.span_id) for link in batch.links]
+    assert linked == [(writer.trace_id, writer.span_id) for writer in writers]
+    assert batch.attributes["messaging.batch.message_count"] == 3
+
+
+def test_without_tracing_a_batch_costs_no_span() -> None:
+    use_tracer_provider(None)
+    with handling_batch("notifier.events", [{"traceparent": TRACEPARENT}]):
+        assert traceparent_var.get() is None

@@ -7,8 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from gateway.clients import ip_key, rate_limit_key
@@ -26,6 +25,7 @@ from gateway.upstream_client import UpstreamClient, UpstreamError, get_json, mak
 from gateway.upstreams import find_upstream, is_public, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
+from taskhub_common.docs import docs_router
 from taskhub_common.errors import NotAuthenticated, NotFound
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -124,14 +124,7 @@ def build_router(settings: GatewaySettings) -> APIRouter:
         merged: MergedOpenAPI = request.app.state.merged_openapi
         return JSONResponse(await merged.document(request.app.state.upstream_clients, own))
 
-    @router.get("/docs", include_in_schema=False)
-    async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{settings.APP_NAME} API")
-
-    @router.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{settings.APP_NAME} API")
-
+    router.include_router(docs_router(f"{settings.APP_NAME} API"))
     return router
 
 

@@ -7,6 +7,7 @@ reaches it through httpx's ASGI transport: the same proxy code as in the distrib
 
 import contextlib
 import importlib
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,28 @@ from gateway.upstreams import upstreams
 from taskhub_common import embedded_postgres
 from taskhub_common.http import register_local_app
 from taskhub_common.local_bus import shared_bus
+
+logger = logging.getLogger("taskhub")
+
+
+def address() -> tuple[str, int]:
+    """Where `make run` listens: HOST and PORT, else 127.0.0.1:8000."""
+    return os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+
+
+def banner(host: str, port: int) -> str:
+    """What a newcomer needs once everything has started: where to go."""
+    # 0.0.0.0 and :: listen everywhere, but a browser wants an address.
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    base = f"http://{shown}:{port}"
+    return "\n".join(
+        [
+            "TaskHub is ready (embedded mode; Ctrl-C stops it)",
+            f"  API     {base}/api",
+            f"  Docs    {base}/docs  (ReDoc: {base}/redoc)",
+            f"  Health  {base}/api/health",
+        ]
+    )
 
 
 def create_embedded_app() -> FastAPI:
@@ -47,6 +70,7 @@ def create_embedded_app() -> FastAPI:
                 await stack.enter_async_context(gateway_lifespan(app))
             finally:
                 shared_bus.release()
+            logger.info(banner(*address()))
             yield
 
     gateway.router.lifespan_context = lifespan
@@ -61,10 +85,11 @@ def main() -> None:
 
 
 def _serve() -> None:
+    host, port = address()
     uvicorn.run(
         create_embedded_app(),
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,  # the request-context middleware logs each request once
         proxy_headers=False,  # X-Forwarded-* are the gateway's to judge, by TRUSTED_PROXIES
