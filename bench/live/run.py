@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import psutil
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosedError
 
 from bench.tasks.run import percentile
 from taskhub_common.contracts import TASK_CREATED
@@ -54,6 +55,7 @@ SOCKETS_PER_USER = 250
 # The stack trusts no proxy, so the gateway takes the peer's address whatever this says.
 CLIENT_IP = "127.0.0.1"
 OPEN_AT_ONCE = 250
+UNAVAILABLE = 1011
 
 
 def raise_file_limit(sockets: int) -> None:
@@ -80,16 +82,25 @@ async def tokens(base_url: str, sockets: int) -> list[str]:
 async def open_sockets(ws_base: str, tokens_: list[str]) -> list[ClientConnection]:
     sockets: list[ClientConnection] = []
     for start in range(0, len(tokens_), OPEN_AT_ONCE):
-        opened = await asyncio.gather(
-            *(
-                open_socket(ws_base, token, CLIENT_IP, open_timeout=120)
-                for token in tokens_[start : start + OPEN_AT_ONCE]
-            )
-        )
-        for ws in opened:
-            await ws.recv()  # hello
-        sockets.extend(opened)
+        batch = tokens_[start : start + OPEN_AT_ONCE]
+        sockets.extend(await asyncio.gather(*(open_said_hello(ws_base, t) for t in batch)))
     return sockets
+
+
+async def open_said_hello(ws_base: str, token: str) -> ClientConnection:
+    """A socket past its `hello`. One closed with 1011 ("try again later": the gateway could
+    not reach Redis in time, a burst of handshakes on a busy machine) is opened again, as a
+    client should."""
+    while True:
+        ws = await open_socket(ws_base, token, CLIENT_IP, open_timeout=120)
+        try:
+            await ws.recv()  # hello
+        except ConnectionClosedError:
+            if ws.close_code != UNAVAILABLE:
+                raise
+            await asyncio.sleep(1)
+            continue
+        return ws
 
 
 def rss(pid: int) -> int:

@@ -148,10 +148,15 @@ class Hub:
         sockets.add(socket)
         return True
 
-    def opened(self, epoch: str, head: int) -> None:
-        """A socket starts at the log's head: the first one tells the hub where that is."""
+    async def start_point(self) -> tuple[str, int]:
+        """Where a socket that just joined starts: the seq up to which this replica has
+        delivered, since every later one will reach it (no Redis call per handshake). The
+        first socket here asks the log for its head."""
         if self.epoch is None:
-            self.epoch, self.delivered = epoch, head
+            epoch, head = await self.log.open()
+            if self.epoch is None:
+                self.epoch, self.delivered = epoch, head
+        return self.epoch, self.delivered
 
     def leave(self, socket: "LiveSocket") -> None:
         sockets = self.sockets.get(socket.user_id)

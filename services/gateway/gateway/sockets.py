@@ -115,8 +115,7 @@ class LiveSocket:
                     await self.websocket.close(code, reason)
 
     async def run(self, resume: Resume | None) -> None:
-        self.epoch, self.last_seq = await self.live.log.open()
-        self.live.hub.opened(self.epoch, self.last_seq)
+        self.epoch, self.last_seq = await self.live.hub.start_point()
         self._writer = asyncio.create_task(self._write(resume), name="socket writer")
         self._expiry = asyncio.create_task(self._watch_expiry(), name="socket expiry")
         tasks = [self._writer, self._expiry]
