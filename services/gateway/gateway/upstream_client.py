@@ -241,12 +241,12 @@ class HttpUpstream:
     async def _send(
         self, method: str, path: str, query: bytes, headers: Headers, body: Body
     ) -> UpstreamResponse:
-        head = self._head(method, path, query, headers, body)
+        head, chunked = self._head(method, path, query, headers, body)
         replayable = method in IDEMPOTENT and not isinstance(body, AsyncIterable)
         while True:
             connection, reused = await self._connection()
             try:
-                await self._write_request(connection, head, body)
+                await self._write_request(connection, head, body, chunked)
                 while not connection.head_done:
                     if not connection.usable():
                         raise UpstreamError(f"connection lost: {connection.broken or 'closed'}")
@@ -268,7 +268,10 @@ class HttpUpstream:
                 functools.partial(self._release, connection),
             )
 
-    def _head(self, method: str, path: str, query: bytes, headers: Headers, body: Body) -> bytes:
+    def _head(
+        self, method: str, path: str, query: bytes, headers: Headers, body: Body
+    ) -> tuple[bytes, bool]:
+        """The request line and headers, and whether the body goes chunked."""
         target = quote(path, safe=PATH_SAFE).encode("latin-1")
         if query:
             target += b"?" + query
@@ -280,23 +283,25 @@ class HttpUpstream:
                     length = value
                 continue
             lines += [name, b": ", value, b"\r\n"]
+        streamed = body is not None and not isinstance(body, bytes)
+        # A stream goes with the length the client declared, else chunked.
+        chunked = streamed and length is None
         if isinstance(body, bytes):
             lines += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
-        elif body is not None:
-            # A stream: its declared length when the client gave one, else chunked.
-            if length is not None:
-                lines += [b"content-length: ", length, b"\r\n"]
-            else:
-                lines.append(b"transfer-encoding: chunked\r\n")
+        elif chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        elif streamed and length is not None:
+            lines += [b"content-length: ", length, b"\r\n"]
         lines.append(b"\r\n")
-        return b"".join(lines)
+        return b"".join(lines), chunked
 
-    async def _write_request(self, connection: _Connection, head: bytes, body: Body) -> None:
+    async def _write_request(
+        self, connection: _Connection, head: bytes, body: Body, chunked: bool
+    ) -> None:
         if body is None or isinstance(body, bytes):
             await connection.write(head + (body or b""), self.timeout)
             return
         await connection.write(head, self.timeout)
-        chunked = b"transfer-encoding: chunked\r\n" in head
         async for chunk in body:
             if chunk:
                 data = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk

@@ -331,13 +331,17 @@ async def test_nested_paths_go_to_the_owning_service(
     assert nested.json() == [{"id": "comments-1", "task_id": "42"}]
 
 
+def one_server_for_tasks_and_parts(url: str) -> list[Upstream]:
+    return [
+        Upstream(name, url, ("/api/tasks/",) if name == "tasks" else (), "")
+        for name in ("tasks", "comments", "files")
+    ]
+
+
 async def test_a_task_is_composed_with_its_comments_and_files(
     make_gateway, client_for, task_parts_url
 ) -> None:
-    table = [
-        Upstream(name, task_parts_url, ("/api/tasks/",) if name == "tasks" else (), "")
-        for name in ("tasks", "comments", "files")
-    ]
+    table = one_server_for_tasks_and_parts(task_parts_url)
     async with make_gateway(table) as app, client_for(app) as client:
         token = await token_for(client)
         # A body on a GET must not leak its Content-Length into the gateway's own calls.
@@ -357,10 +361,7 @@ async def test_a_task_is_composed_with_its_comments_and_files(
 async def test_a_task_s_parts_are_served_from_cache_until_their_service_writes(
     make_gateway, client_for, task_parts_app, task_parts_url
 ) -> None:
-    table = [
-        Upstream(name, task_parts_url, ("/api/tasks/",) if name == "tasks" else (), "")
-        for name in ("tasks", "comments", "files")
-    ]
+    table = one_server_for_tasks_and_parts(task_parts_url)
     async with make_gateway(table) as app, client_for(app) as client:
         token = await token_for(client)
         calls = task_parts_app.state.part_calls

@@ -62,3 +62,17 @@ async def test_a_service_that_is_not_listening_is_an_upstream_error() -> None:
     client = HttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=5, connect_timeout=2)
     with pytest.raises(UpstreamError):
         await client.send("GET", "/x", b"", [])
+
+
+async def test_a_streamed_body_keeps_its_declared_length_or_goes_chunked(echo_url: str) -> None:
+    client = HttpUpstream(echo_url, timeout=5, connect_timeout=2)
+
+    async def body():
+        for _ in range(4):
+            yield b"z" * 1000
+
+    declared = [(b"content-length", b"4000"), (b"x-note", b"transfer-encoding: chunked")]
+    for headers in (declared, []):
+        response = await client.send("POST", "/api/echo/up", b"", headers, body())
+        assert b'"body_size":4000' in await response.read()
+    await client.aclose()
