@@ -225,7 +225,7 @@ async def wait_ready(port: int) -> None:
             except httpx.HTTPError:
                 return False
 
-        await wait_for(ready, "the notifier is ready", within=60)
+        await wait_for(ready, "the notifier is ready", within=600)
 
 
 async def queue_emails(db: asyncpg.Connection, users: list[uuid.UUID], count: int) -> None:
