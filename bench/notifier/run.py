@@ -34,6 +34,7 @@ from taskhub_common.testing import (
     database_env,
     recreate_database,
 )
+from taskhub_common.testing.live import task_data
 from tests.e2e.stack import Process, free_port, uvicorn
 
 DATABASE = "taskhub_bench_notifier"
@@ -71,32 +72,18 @@ def user_event(user_id: uuid.UUID) -> EventEnvelope:
 
 def assigned_event(actor: uuid.UUID, assignee: uuid.UUID, index: int) -> EventEnvelope:
     task_id = uuid.uuid4()
-    now = datetime.now(UTC).isoformat()
     return EventEnvelope(
         type="task.assigned",
         producer="tasks",
         actor_id=actor,
         aggregate_id=task_id,
-        data={
-            "id": str(task_id),
-            "title": f"bench task {index}",
-            "description": None,
-            "status": "todo",
-            "priority": "medium",
-            "start_date": None,
-            "due_date": None,
-            "completed_at": None,
-            "notify_overdue": True,
-            "is_deleted": False,
-            "created_by": str(actor),
-            "assigned_to": str(assignee),
-            "creator": None,
-            "assignee": None,
-            "tags": [],
-            "created_at": now,
-            "updated_at": now,
-            "changes": {"assigned_to": str(assignee)},
-        },
+        data=task_data(
+            id=str(task_id),
+            title=f"bench task {index}",
+            created_by=str(actor),
+            assigned_to=str(assignee),
+            changes={"assigned_to": str(assignee)},
+        ),
     )
 
 

@@ -96,16 +96,25 @@ def publishing(routing_key: str, headers: Mapping[str, str]) -> Iterator[dict[st
         f"{routing_key} publish",
         context=_PROPAGATOR.extract(headers),
         kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "rabbitmq",
-            "messaging.operation": "publish",
-            "messaging.destination.name": EXCHANGE,
-            "messaging.rabbitmq.destination.routing_key": routing_key,
-        },
+        attributes=_messaging(
+            "publish", EXCHANGE, {"messaging.rabbitmq.destination.routing_key": routing_key}
+        ),
     ):
         carried = dict(headers)
         _PROPAGATOR.inject(carried)
         yield carried
+
+
+def _messaging(
+    operation: str, destination: str, more: dict[str, str | int]
+) -> dict[str, str | int]:
+    """A messaging span's attributes (OpenTelemetry's messaging conventions)."""
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation": operation,
+        "messaging.destination.name": destination,
+        **more,
+    }
 
 
 def _trace_headers(headers: Mapping[str, object]) -> dict[str, str]:
@@ -134,12 +143,9 @@ def handling(queue: str, routing_key: str, headers: Mapping[str, object]) -> Ite
             f"{routing_key} process",
             context=_PROPAGATOR.extract(carried),
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation": "process",
-                "messaging.destination.name": queue,
-                "messaging.rabbitmq.destination.routing_key": routing_key,
-            },
+            attributes=_messaging(
+                "process", queue, {"messaging.rabbitmq.destination.routing_key": routing_key}
+            ),
         ):
             yield
     finally:
@@ -166,11 +172,6 @@ def handling_batch(queue: str, headers: list[Mapping[str, object]]) -> Iterator[
         context=Context(),
         kind=SpanKind.CONSUMER,
         links=links,
-        attributes={
-            "messaging.system": "rabbitmq",
-            "messaging.operation": "process",
-            "messaging.destination.name": queue,
-            "messaging.batch.message_count": len(headers),
-        },
+        attributes=_messaging("process", queue, {"messaging.batch.message_count": len(headers)}),
     ):
         yield

@@ -9,12 +9,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from taskhub_common.logs import JsonFormatter, trace_headers, traceparent_var
-from taskhub_common.tracing import handling_batch, use_tracer_provider
+from taskhub_common.testing import recorded_spans
+from taskhub_common.tracing import handling_batch, tracer_provider, use_tracer_provider
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -105,22 +104,16 @@ def test_tracing_can_be_turned_off_even_with_an_endpoint() -> None:
 
 
 def test_a_batch_is_one_consumer_span_linked_to_each_events_trace() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    use_tracer_provider(provider)
-    try:
+    with recorded_spans() as exporter:
         writers, events_headers = [], []
         for name in ("first write", "second write"):
-            with provider.get_tracer("test").start_as_current_span(name) as writer:
+            with tracer_provider().get_tracer("test").start_as_current_span(name) as writer:
                 writers.append(writer.get_span_context())
                 events_headers.append(trace_headers())
         # As AMQP may hand headers over: values as bytes.
         events_headers[1] = {key: value.encode() for key, value in events_headers[1].items()}
         with handling_batch("notifier.events", [*events_headers, {"x-attempt": 1}]):
             pass
-    finally:
-        use_tracer_provider(None)
     (batch,) = [span for span in exporter.get_finished_spans() if span.name.endswith("process")]
     assert batch.kind is SpanKind.CONSUMER
     assert batch.parent is None

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -31,11 +30,11 @@ from taskhub_common.testing import (
     create_task,
     eventually,
     new_user,
+    recorded_spans,
     recreate_database,
     wait_in_directory,
 )
 from taskhub_common.testing.suite import Suite
-from taskhub_common.tracing import use_tracer_provider
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
 
@@ -45,13 +44,8 @@ NOTIFIER_URL = "http://notifier.event_trace-test"
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on, as OTEL_EXPORTER_OTLP_ENDPOINT turns it on, for the apps made meanwhile."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    use_tracer_provider(provider)
-    yield exporter
-    use_tracer_provider(None)
+    with recorded_spans() as exporter:
+        yield exporter
 
 
 class Lines(logging.Handler):

@@ -5,14 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from taskhub_common.http import register_local_app
-from taskhub_common.testing import bearer, new_user
-from taskhub_common.tracing import use_tracer_provider
+from taskhub_common.testing import bearer, new_user, recorded_spans
 from tasks.app import create_app as create_tasks
 from tasks.settings import TasksSettings
 
@@ -21,13 +18,8 @@ from .conftest import SUITE
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on, as OTEL_EXPORTER_OTLP_ENDPOINT turns it on, for the apps made meanwhile."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    use_tracer_provider(provider)
-    yield exporter
-    use_tracer_provider(None)
+    with recorded_spans() as exporter:
+        yield exporter
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,20 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select, text
 
 from taskhub_common.outbox import outbox
+from taskhub_common.tracing import use_tracer_provider
 
 PG_HOST = os.environ.get("TEST_DB_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_DB_PORT", "5432"))
@@ -208,3 +212,17 @@ class TcpProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, as OTEL_EXPORTER_OTLP_ENDPOINT turns it on, for the apps, clients and
+    handlers made meanwhile; their finished spans kept in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    use_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        use_tracer_provider(None)
