@@ -4,7 +4,9 @@ One server per process (every service of the embedded mode shares it, each in it
 it stops when the process exits. Data lives under DATA_DIR/pgdata and survives restarts.
 """
 
+import json
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -21,6 +23,26 @@ _lock = threading.Lock()
 _servers: dict[Path, "pgserver.PostgresServer"] = {}
 
 
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when the last process in its list of handles exits; a process
+    killed outright (SIGKILL, out of memory) stays in that list, and the server would then outlive
+    every later process. Drop the dead, so the process that takes the server over stops it."""
+    handles = pgdata / ".handle_pids.json"
+    if handles.exists():
+        alive = [pid for pid in json.loads(handles.read_text()) if _is_alive(pid)]
+        handles.write_text(json.dumps(alive))
+
+
 def ensure_database(data_dir: Path, database: str) -> str:
     """Start (once) the embedded server under data_dir and return the socket folder."""
     if not database.replace("_", "").isalnum():
@@ -31,6 +53,7 @@ def ensure_database(data_dir: Path, database: str) -> str:
         if server is None:
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             logger.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+            _forget_dead_handles(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
             _servers[pgdata] = server
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
