@@ -21,15 +21,11 @@ run: install
 run-distributed: install
 	$(UV) run --frozen python -m tests.e2e.stack
 
-## Every test; needs PostgreSQL, RabbitMQ and Redis on localhost (.ci/run starts them). Two
-## pytest sessions: the suite (testpaths), then the fault and fuzz suites, whose stacks start
-## once the end-to-end stacks have stopped (all at once would not fit PostgreSQL's 100
-## connections and two cores; decision 0055). Both run even when the first fails.
-SECOND_SESSION := tests/faults tests/fuzz
-
+## Every test; needs PostgreSQL, RabbitMQ and Redis on localhost (.ci/run starts them).
+## tests/run.sh: the suite (testpaths) with the fuzz suite beside it, then the fault suite, whose
+## stack starts once the end-to-end stacks have stopped (decisions 0055, 0057).
 test: install
-	@$(UV) run --frozen pytest; first=$$?; \
-	$(UV) run --frozen pytest $(SECOND_SESSION) && exit $$first
+	@UV="$(UV)" tests/run.sh
 
 test-unit: install
 	$(UV) run --frozen pytest libs services

@@ -211,7 +211,7 @@ main() {
   say "stack healthy; running the end-to-end suite through the gateway container"
   E2E_COMPOSE_URL="http://127.0.0.1:$GATEWAY_PORT" \
     E2E_MAIL_API="http://127.0.0.1:$MAILPIT_UI_PORT" \
-    .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e
+    .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$RUN_DIR/pytest" tests/e2e
   say "checking the SMTP catcher and the trace collector"
   .venv/bin/python deploy/ci/check_stack.py check \
     --mail "http://127.0.0.1:$MAILPIT_UI_PORT" --traces "http://127.0.0.1:$JAEGER_UI_PORT"

@@ -26,7 +26,7 @@ CHECKS = (
     "ignored_auth",
     "missing_required_header",
 )
-CASES_PER_OPERATION = 25
+CASES_PER_OPERATION = 15
 MIN_CASES = 1_000
 LOGOUT = "/api/auth/logout"
 
