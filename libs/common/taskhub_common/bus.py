@@ -68,6 +68,24 @@ class Subscription:
         """Back-off before retry number `attempt` (1-based)."""
         return self.retry_delays_ms[min(attempt, len(self.retry_delays_ms)) - 1]
 
+    async def handled_as_batch(self, envelopes: list[EventEnvelope]) -> bool:
+        """All at once through the batch handler; False when the batch failed, and then each
+        event goes to `handler` alone, with its own retries and dead letter (both buses)."""
+        assert self.batch_handler is not None
+        try:
+            await self.batch_handler(envelopes)
+        except Exception:
+            logger.warning(
+                "batch of %d on %s failed; handling them one at a time",
+                len(envelopes),
+                self.queue,
+                exc_info=True,
+            )
+            return False
+        for _ in envelopes:
+            self.record("handled")
+        return True
+
 
 class EventBus(Protocol):
     async def start(self) -> None: ...
@@ -296,22 +314,13 @@ class RabbitMQBus:
             return
         if not readable:
             return
-        try:
-            with handling_batch(subscription.queue, [m.headers or {} for m in readable]):
-                await subscription.batch_handler(envelopes)
-        except Exception:
-            logger.warning(
-                "batch of %d on %s failed; handling them one at a time",
-                len(readable),
-                subscription.queue,
-                exc_info=True,
-            )
-            for message in readable:
-                await self._handle(channel, subscription, message)
-            return
+        with handling_batch(subscription.queue, [m.headers or {} for m in readable]):
+            handled = await subscription.handled_as_batch(envelopes)
         for message in readable:
-            subscription.record("handled")
-            await _ack(message)
+            if handled:
+                await _ack(message)
+            else:
+                await self._handle(channel, subscription, message)
 
     async def _handle(
         self,

@@ -202,7 +202,9 @@ class InProcessBus:
                 )
             ).all()
             envelopes = [EventEnvelope.model_validate(row.envelope) for row in rows]
-            if await _handled_as_batch(name, subscription, envelopes):
+            # A single event goes to the handler alone, once.
+            batch = subscription.batch_handler is not None and len(envelopes) > 1
+            if batch and await subscription.handled_as_batch(envelopes):
                 done = [row.position for row in rows]
             else:
                 done = [
@@ -213,28 +215,6 @@ class InProcessBus:
             if done:
                 await session.execute(delete(event_queue).where(event_queue.c.position.in_(done)))
         return len(rows)
-
-
-async def _handled_as_batch(
-    name: str, subscription: Subscription, envelopes: list[EventEnvelope]
-) -> bool:
-    """All at once through the batch handler; False when there is none, a single event (it
-    goes to the handler alone, once), or the batch failed (each goes alone then)."""
-    if subscription.batch_handler is None or len(envelopes) < 2:
-        return False
-    try:
-        await subscription.batch_handler(envelopes)
-    except Exception:
-        logger.warning(
-            "batch of %d in %s failed; handling them one at a time",
-            len(envelopes),
-            name,
-            exc_info=True,
-        )
-        return False
-    for _ in envelopes:
-        subscription.record("handled")
-    return True
 
 
 async def _handle_row(
