@@ -125,6 +125,15 @@ def text_frame(text: str) -> bytes:
     return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """Messages for a socket, in seq order: (seq, text) each, and all their frames in one
+    buffer, built once for every user who may see the same ones."""
+
+    messages: list[tuple[int, str]]
+    frames: bytes
+
+
 @dataclass(eq=False)
 class Hub:
     """This replica's sockets by user, and the delivery of the log's messages to them, in seq
@@ -217,13 +226,27 @@ class Hub:
                 self.delivered = last
                 return
             entries = history.entries
-        for entry in entries:
-            # Encoded once for all the sockets; each only gets the bytes written.
-            text = message_text(entry.seq, entry.body)
-            frame = text_frame(text)
-            for socket in self._audience(entry.audience):
-                socket.offer(entry.seq, text, frame)
+        self._offer(entries)
         self.delivered = last
+
+    def _offer(self, entries: list[Entry]) -> None:
+        """Each message encoded once; each user's share of them joined once (users who may see
+        the same messages share it), so a socket costs one write per batch, not per message."""
+        texts = [message_text(entry.seq, entry.body) for entry in entries]
+        frames = [text_frame(text) for text in texts]
+        shares: dict[tuple[int, ...], Outgoing] = {}
+        for user_id, sockets in list(self.sockets.items()):
+            mine = tuple(
+                i for i, entry in enumerate(entries) if may_receive(user_id, entry.audience)
+            )
+            if not mine:
+                continue
+            share = shares.get(mine)
+            if share is None:
+                messages = [(entries[i].seq, texts[i]) for i in mine]
+                share = shares[mine] = Outgoing(messages, b"".join(frames[i] for i in mine))
+            for socket in list(sockets):
+                socket.offer_events(share)
 
     def _audience(self, audience: str) -> Iterator["LiveSocket"]:
         """The sockets here whose user may see a message of this audience."""

@@ -32,7 +32,7 @@ from starlette.websockets import WebSocketState
 from websockets.protocol import State
 
 from gateway.clients import client_ip
-from gateway.live import LiveUpdates, may_receive
+from gateway.live import LiveUpdates, Outgoing, may_receive
 from gateway.rate_limits import RateLimited
 from gateway.settings import GatewaySettings
 from gateway.streams import message_text
@@ -101,12 +101,23 @@ class LiveSocket:
         # A close started by offer(), which cannot wait for it.
         self._closing: asyncio.Task[None] | None = None
 
-    def offer(self, seq: int | None, text: str, frame: bytes | None = None) -> None:
-        """Send or queue a message (never waits): its frame straight to the transport when
-        nothing is queued before it, else its text to the writer."""
-        if frame is not None and seq is not None and self._writes_directly():
-            self._write_directly(seq, frame)
-        else:
+    def offer(self, seq: int | None, text: str) -> None:
+        """Queue a message for the writer (never waits)."""
+        self._put((seq, text))
+
+    def offer_events(self, outgoing: Outgoing) -> None:
+        """Send or queue event messages (never waits): their frames straight to the transport
+        when nothing is queued before them and none was sent already, else to the writer."""
+        # Only with nothing queued is last_seq where this socket stands (a queued resync or
+        # resume may move it).
+        if self._writes_directly():
+            first, last = outgoing.messages[0][0], outgoing.messages[-1][0]
+            if last <= self.last_seq:
+                return  # sent already, from the log
+            if first > self.last_seq:
+                self._write_directly(last, outgoing)
+                return
+        for seq, text in outgoing.messages:
             self._put((seq, text))
 
     def resync(self, epoch: str, seq: int, force: bool = False) -> None:
@@ -123,16 +134,16 @@ class LiveSocket:
             and not connection.close_sent
         )
 
-    def _write_directly(self, seq: int, frame: bytes) -> None:
-        if seq <= self.last_seq:
-            return  # sent already, from the log
+    def _write_directly(self, last: int, outgoing: Outgoing) -> None:
         transport = self._connection.transport
-        if transport.get_write_buffer_size() > self.settings.WS_SEND_QUEUE * len(frame):
+        # More than WS_SEND_QUEUE messages of this size unsent: the client does not keep up.
+        frames, count = outgoing.frames, len(outgoing.messages)
+        if transport.get_write_buffer_size() * count > self.settings.WS_SEND_QUEUE * len(frames):
             self._too_slow()
             return
-        transport.write(frame)
-        self.last_seq = seq
-        self.sent_events += 1
+        transport.write(frames)
+        self.last_seq = last
+        self.sent_events += count
         self._resynced = None
 
     def _put(self, item: tuple[int | None, str] | Resync) -> None:
