@@ -26,9 +26,28 @@ per-message JSON): a Python client that parsed every message would be what gets 
 500 events/s to 1,000 sockets is 500,000 messages/s. The file limit is raised to its hard
 limit here, which the gateway inherits (printed). Asserts nothing.
 
-Figures (2 cores shared with others' work; decision 0075 has the discussion):
+Figures, 2026-11-29, one run, `--before` = main (the gateway of decision 0074), the machine's
+2 cores shared with others' tests (load average 18-31 throughout, printed on every line;
+decision 0075 has the discussion):
 
-    2026-11-29, load average ~3 before the run; FIGURES
+    idle, 10,000 sockets, 200 handshakes at a time (hard file limit 20,000, both processes):
+      before: handshake p50 364 ms, p99 4.9 s, 120/s; RSS 117.8 -> 571.8 MiB, 46.5 KiB/socket
+      after:  handshake p50 598 ms, p99 8.4 s, 86/s;  RSS 117.9 -> 575.6 MiB, 46.9 KiB/socket
+    fan-out to 1,000 sockets for 10 s: messages received within 15 s of the last publish,
+    latency p50/p99 (the sample), frames/s delivered, gateway CPU per frame delivered:
+      50/s   before 304,000/500,000    p50 17.3 s p99 23.3 s  10.3k/s  25.6 µs
+             after  416,507/500,000    p50 12.5 s p99 21.3 s  13.8k/s  10.8 µs
+      100/s  before 313,000/1,000,000  p50 19.7 s p99 28.0 s  10.0k/s  25.0 µs  (95/s sent)
+             after  563,548/1,000,000  p50 16.8 s p99 25.1 s  17.5k/s   8.9 µs  (81/s sent)
+      200/s  before 360,000/2,000,000  p50 28.1 s p99 33.6 s   9.9k/s  26.6 µs  (116/s sent)
+             after  570,590/2,000,000  p50 18.1 s p99 24.8 s  20.0k/s   9.7 µs  (198/s sent)
+      500/s  before 426,000/5,000,000  p50 20.2 s p99 28.4 s  13.5k/s  26.3 µs  (352/s sent)
+             after  545,914/5,000,000  p50 18.6 s p99 31.3 s  16.1k/s  10.8 µs  (300/s sent)
+    below the knee, a second run (load 17-20):
+      10/s   before 100,000/100,000    p50 54 ms  p99 1.8 s    8.8k/s  32.5 µs
+             after  100,000/100,000    p50 86 ms  p99 1.6 s    8.7k/s  16.2 µs
+      20/s   before 200,000/200,000    p50 2.2 s  p99 4.3 s   14.5k/s  25.7 µs
+             after  200,000/200,000    p50 376 ms p99 3.2 s   16.6k/s  10.4 µs
 """
 
 import argparse
