@@ -1,47 +1,76 @@
 """Live-updates benchmark: what one gateway process holds, and how fast it fans events out.
 
 The distributed stack (one uvicorn process per service on the local PostgreSQL, RabbitMQ and
-Redis; the live log in Redis), then two measurements against its gateway:
+Redis; the live log in Redis), then two measurements against one gateway process:
 
-1. idle sockets: N sockets opened and held (answering pings); the gateway's RSS before and
-   after, per socket.
+1. idle sockets: N sockets opened (OPEN_AT_ONCE handshakes at a time) and held, answering
+   pings; each handshake's time (connect to `hello`), and the gateway's RSS before and after,
+   per socket.
 2. fan-out, for each RATE:SOCKETS asked: S sockets (spread over a few users), events
    published straight to RabbitMQ at R events/s for D seconds (task.created, as the tasks
-   relay would right after the commit), each carrying the time it was published; every socket
-   reads every message, and the delay from publish to receipt is measured. Printed: p50, p99,
-   and messages received against expected.
+   relay would right after the commit) by a process of their own, each carrying the time it
+   was published; every socket reads every message. Printed: messages received against
+   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY),
+   frames/s delivered, and the gateway's CPU time per frame (the figure the client's own
+   limits do not bend).
 
-    make bench-live                         # or: python -m bench.live.run --idle 1000
-    python -m bench.live.run --idle 10000 --fan-out 500:1000 --seconds 10
-    python -m bench.live.run --idle 0 --fan-out 50:100 --fan-out 500:20
+With `--before DIR` (a checkout of the code to compare with, e.g.
+`git archive main | tar -x -C /tmp/live-before`), every measurement runs with the gateway of
+DIR and with this one in turn, a fresh gateway process each, on the same stack.
 
-The file limit is raised to its hard limit in this process, which the gateway inherits.
+    make bench-live                         # python -m bench.live.run --idle 1000
+    python -m bench.live.run --idle 10000 --fan-out 50:1000 --fan-out 500:1000 --before DIR
 
-The issue's figures are 10,000 idle sockets and 500 events/s to 1,000 sockets; the defaults
-are smaller, for a shared 2-core machine (the client, in Python too, reads every message of
-the fan-out: at 500 events/s to 1,000 sockets that is 500,000 messages/s to parse, more than
-the client can, so there the client is what gets measured). Asserts nothing.
+The clients are raw sockets (a handshake, then frames counted and pings answered, no
+per-message JSON): a Python client that parsed every message would be what gets measured, as
+500 events/s to 1,000 sockets is 500,000 messages/s. The file limit is raised to its hard
+limit here, which the gateway inherits (printed). Asserts nothing.
+
+Figures, 2026-11-29, one run, `--before` = main (the gateway of decision 0074), the machine's
+2 cores shared with others' tests (load average 18-31 throughout, printed on every line;
+decision 0075 has the discussion):
+
+    idle, 10,000 sockets, 200 handshakes at a time (hard file limit 20,000, both processes):
+      before: handshake p50 364 ms, p99 4.9 s, 120/s; RSS 117.8 -> 571.8 MiB, 46.5 KiB/socket
+      after:  handshake p50 598 ms, p99 8.4 s, 86/s;  RSS 117.9 -> 575.6 MiB, 46.9 KiB/socket
+    fan-out to 1,000 sockets for 10 s: messages received within 15 s of the last publish,
+    latency p50/p99 (the sample), frames/s delivered, gateway CPU per frame delivered:
+      50/s   before 304,000/500,000    p50 17.3 s p99 23.3 s  10.3k/s  25.6 µs
+             after  416,507/500,000    p50 12.5 s p99 21.3 s  13.8k/s  10.8 µs
+      100/s  before 313,000/1,000,000  p50 19.7 s p99 28.0 s  10.0k/s  25.0 µs  (95/s sent)
+             after  563,548/1,000,000  p50 16.8 s p99 25.1 s  17.5k/s   8.9 µs  (81/s sent)
+      200/s  before 360,000/2,000,000  p50 28.1 s p99 33.6 s   9.9k/s  26.6 µs  (116/s sent)
+             after  570,590/2,000,000  p50 18.1 s p99 24.8 s  20.0k/s   9.7 µs  (198/s sent)
+      500/s  before 426,000/5,000,000  p50 20.2 s p99 28.4 s  13.5k/s  26.3 µs  (352/s sent)
+             after  545,914/5,000,000  p50 18.6 s p99 31.3 s  16.1k/s  10.8 µs  (300/s sent)
+    below the knee, a second run (load 17-20):
+      10/s   before 100,000/100,000    p50 54 ms  p99 1.8 s    8.8k/s  32.5 µs
+             after  100,000/100,000    p50 86 ms  p99 1.6 s    8.7k/s  16.2 µs
+      20/s   before 200,000/200,000    p50 2.2 s  p99 4.3 s   14.5k/s  25.7 µs
+             after  200,000/200,000    p50 376 ms p99 3.2 s   16.6k/s  10.4 µs
 """
 
 import argparse
 import asyncio
-import json
+import base64
+import os
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import httpx
 import psutil
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosedError
 
 from bench.tasks.run import percentile
 from taskhub_common.contracts import TASK_CREATED
 from taskhub_common.events import EventEnvelope
 from taskhub_common.testing import new_user, recreate_database
-from taskhub_common.testing.live import open_socket, publish_on, rabbitmq_exchange, task_data
-from tests.e2e.stack import Stack
+from taskhub_common.testing.live import publish_on, rabbitmq_exchange, task_data
+from tests.e2e.stack import Process, Stack
 
 DATABASE = "taskhub_bench_live"
 BENCH_ENV = {
@@ -52,10 +81,12 @@ BENCH_ENV = {
     "LOG_LEVEL": "WARNING",
 }
 SOCKETS_PER_USER = 250
-# The stack trusts no proxy, so the gateway takes the peer's address whatever this says.
-CLIENT_IP = "127.0.0.1"
-OPEN_AT_ONCE = 250
-UNAVAILABLE = 1011
+OPEN_AT_ONCE = 200
+SAMPLE_EVERY = 10
+DRAIN_SECONDS = 15.0
+# Where the publish time is in a task message (the bench puts it in the description).
+TIME_FIELD = b'"description": "'
+PONG = 0x8A
 
 
 def raise_file_limit(sockets: int) -> None:
@@ -65,6 +96,110 @@ def raise_file_limit(sockets: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard != resource.RLIM_INFINITY and hard < sockets + 1000:
         print(f"warning: the hard limit of open files is {hard}, fewer than {sockets} sockets")
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+class RawSocket(asyncio.Protocol):
+    """A WebSocket client that costs as little as it can: the handshake, then frame headers
+    read to count event messages (text frames starting with `{"seq"`), pings answered, and
+    for a socket of the sample, each event's publish time read from its bytes."""
+
+    def __init__(self, request: bytes, latencies: list[float] | None) -> None:
+        self.request = request
+        self.latencies = latencies
+        self.hello: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.upgraded = False
+        self.events = 0
+        self.first_event_at = 0.0
+        self.last_event_at = 0.0
+        self.close_code: int | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.hello.done():
+            self.hello.set_exception(ConnectionError(f"closed before hello: {self.close_code}"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data
+        at = 0
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.hello.set_exception(ConnectionError(buf[: buf.find(b"\r\n")].decode()))
+                return
+            self.upgraded, at = True, end + 4
+        now = time.time()
+        size = len(buf)
+        while at + 2 <= size:
+            length, head = buf[at + 1] & 0x7F, 2
+            if length == 126:
+                length, head = int.from_bytes(buf[at + 2 : at + 4]), 4
+            elif length == 127:
+                length, head = int.from_bytes(buf[at + 2 : at + 10]), 10
+            start, end = at + head, at + head + length
+            if end > size:
+                break
+            opcode = buf[at] & 0x0F
+            if opcode == 0x1:
+                if buf.startswith(b'{"seq"', start):
+                    self.events += 1
+                    self.first_event_at = self.first_event_at or now
+                    self.last_event_at = now
+                    if self.latencies is not None:
+                        sent = buf.index(TIME_FIELD, start, end) + len(TIME_FIELD)
+                        self.latencies.append(now - float(buf[sent : buf.index(b'"', sent)]))
+                elif not self.hello.done():
+                    self.hello.set_result(None)
+            elif opcode == 0x9:  # ping: a pong, masked with a zero key, as a client must
+                assert self.transport is not None
+                self.transport.write(bytes((PONG, 0x80 | length)) + b"\0\0\0\0" + buf[start:end])
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(buf[start : start + 2]) if length >= 2 else None
+            at = end
+        self.buffer = buf[at:]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class Clients:
+    sockets: list[RawSocket] = field(default_factory=list)
+    handshakes: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return sum(socket.events for socket in self.sockets)
+
+    def close(self) -> None:
+        for socket in self.sockets:
+            socket.close()
+
+
+def upgrade_request(host: str, port: int, token: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: bearer, {token}\r\n\r\n"
+    ).encode()
 
 
 async def tokens(base_url: str, sockets: int) -> list[str]:
@@ -79,88 +214,138 @@ async def tokens(base_url: str, sockets: int) -> list[str]:
     return [made[i % users] for i in range(sockets)]
 
 
-async def open_sockets(ws_base: str, tokens_: list[str]) -> list[ClientConnection]:
-    sockets: list[ClientConnection] = []
-    for start in range(0, len(tokens_), OPEN_AT_ONCE):
-        batch = tokens_[start : start + OPEN_AT_ONCE]
-        sockets.extend(await asyncio.gather(*(open_said_hello(ws_base, t) for t in batch)))
-    return sockets
+async def open_clients(base_url: str, count: int) -> Clients:
+    host, port = base_url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    clients = Clients()
+
+    async def open_one(index: int, token: str) -> None:
+        sample = clients.latencies if index % SAMPLE_EVERY == 0 else None
+        started = time.perf_counter()
+        _, socket = await loop.create_connection(
+            lambda: RawSocket(upgrade_request(host, int(port), token), sample), host, int(port)
+        )
+        await socket.hello
+        clients.handshakes.append(time.perf_counter() - started)
+        clients.sockets.append(socket)
+
+    all_tokens = await tokens(base_url, count)
+    for start in range(0, count, OPEN_AT_ONCE):
+        batch = all_tokens[start : start + OPEN_AT_ONCE]
+        await asyncio.gather(*(open_one(start + i, t) for i, t in enumerate(batch)))
+    return clients
 
 
-async def open_said_hello(ws_base: str, token: str) -> ClientConnection:
-    """A socket past its `hello`. One closed with 1011 ("try again later": the gateway could
-    not reach Redis in time, a burst of handshakes on a busy machine) is opened again, as a
-    client should."""
-    while True:
-        ws = await open_socket(ws_base, token, CLIENT_IP, open_timeout=120)
-        try:
-            await ws.recv()  # hello
-        except ConnectionClosedError:
-            if ws.close_code != UNAVAILABLE:
-                raise
-            await asyncio.sleep(1)
-            continue
-        return ws
+def publish(rate: int, seconds: float) -> tuple[int, float]:
+    """In a process of its own (its pace not bent by the clients): events at `rate` for
+    `seconds`, each at its slot; how many, and how long it took."""
+    return asyncio.run(_publish(rate, seconds))
+
+
+async def _publish(rate: int, seconds: float) -> tuple[int, float]:
+    count = int(rate * seconds)
+    async with rabbitmq_exchange() as exchange:
+        started = time.monotonic()
+        for sent in range(count):
+            delay = started + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # The time of publishing travels in the task, fixed width.
+            data = task_data(title="bench", description=f"{time.time():.6f}")
+            await publish_on(
+                exchange, EventEnvelope(type=TASK_CREATED, producer="bench", data=data)
+            )
+        return count, time.monotonic() - started
+
+
+@dataclass
+class Gateway:
+    """One gateway process of the stack's, with the code of `source` (None: this tree)."""
+
+    name: str
+    source: Path | None
+    process: Process | None = None
+
+    def start(self, stack: Stack, template: Process) -> int:
+        env = dict(template.env)
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source / "services" / "gateway")
+        log = stack.workdir / f"gateway-{self.name}.log"
+        self.process = Process(f"gateway-{self.name}", template.command, env, log)
+        self.process.start()
+        stack.processes.append(self.process)
+        stack.wait_healthy(120)
+        assert self.process.popen is not None
+        return self.process.popen.pid
+
+    def stop(self, stack: Stack) -> None:
+        assert self.process is not None
+        self.process.stop()
+        stack.processes.remove(self.process)
 
 
 def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-async def idle(stack: Stack, gateway_pid: int, count: int) -> None:
-    ws_base = stack.base_url.replace("http://", "ws://")
-    before = rss(gateway_pid)
-    sockets = await open_sockets(ws_base, await tokens(stack.base_url, count))
+def cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def idle(stack: Stack, name: str, pid: int, count: int) -> None:
+    before = rss(pid)
+    started = time.perf_counter()
+    clients = await open_clients(stack.base_url, count)
+    took = time.perf_counter() - started
     await asyncio.sleep(2)
-    after = rss(gateway_pid)
+    after = rss(pid)
     async with httpx.AsyncClient() as client:
         health = (await client.get(f"{stack.base_url}/api/health")).json()["live"]
+    clients.close()
+    hs = clients.handshakes
     print(
-        f"idle: {count} sockets held (health says {health['sockets']}); gateway RSS "
-        f"{before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB, "
-        f"{(after - before) / count / 1024:.1f} KiB per socket"
+        f"idle [{name}]: {len(clients.sockets)} sockets held (health: {health['sockets']}); "
+        f"handshake p50 {percentile(hs, 0.5) * 1000:.1f} ms, p99 {percentile(hs, 0.99) * 1000:.1f}"
+        f" ms, {count / took:.0f}/s ({OPEN_AT_ONCE} at a time); gateway RSS "
+        f"{before / 2**20:.1f} -> {after / 2**20:.1f} MiB, "
+        f"{(after - before) / count / 1024:.1f} KiB per socket; {load()}",
+        flush=True,
     )
-    await asyncio.gather(*(ws.close() for ws in sockets))
 
 
-async def fan_out(stack: Stack, count: int, rate: int, seconds: float) -> None:
-    ws_base = stack.base_url.replace("http://", "ws://")
-    sockets = await open_sockets(ws_base, await tokens(stack.base_url, count))
-    latencies: list[float] = []
-    expected = int(rate * seconds)
-
-    async def read(ws: ClientConnection) -> None:
-        received = 0
-        while received < expected:
-            message = json.loads(await ws.recv())
-            if message.get("type") == "task_created":
-                latencies.append(time.time() - float(message["data"]["description"]))
-                received += 1
-
-    readers = [asyncio.create_task(read(ws)) for ws in sockets]
-    async with rabbitmq_exchange() as exchange:
-        started = time.monotonic()
-        for sent in range(expected):
-            # Paced to the rate: each event leaves at its slot, not in bursts.
-            delay = started + sent / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # The time of publishing travels in the task: the delay is measured to receipt.
-            data = task_data(title="bench", description=repr(time.time()))
-            await publish_on(
-                exchange, EventEnvelope(type=TASK_CREATED, producer="bench", data=data)
-            )
-    await asyncio.wait(readers, timeout=30)
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*(ws.close() for ws in sockets))
-    if not latencies:
-        print("fan-out: nothing delivered")
-        return
-    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+async def fan_out(stack: Stack, name: str, pid: int, count: int, rate: int, seconds: float) -> None:
+    clients = await open_clients(stack.base_url, count)
+    await asyncio.sleep(1)
+    cpu_before = cpu(pid)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        sent, took = await asyncio.get_running_loop().run_in_executor(pool, publish, rate, seconds)
+    expected = sent * count
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while clients.events < expected and time.monotonic() < deadline:
+        if all(socket.lost for socket in clients.sockets):
+            break
+        await asyncio.sleep(0.1)
+    gateway_cpu = cpu(pid) - cpu_before
+    received = clients.events
+    reached = [socket for socket in clients.sockets if socket.events]
+    first = min((socket.first_event_at for socket in reached), default=0.0)
+    last = max((socket.last_event_at for socket in reached), default=0.0)
+    closed = sum(socket.lost for socket in clients.sockets)
+    clients.close()
+    lat = clients.latencies
+    figures = (
+        f"p50 {percentile(lat, 0.5) * 1000:.1f} ms, p99 {percentile(lat, 0.99) * 1000:.1f} ms"
+        if lat
+        else "nothing delivered"
+    )
     print(
-        f"fan-out: {rate} events/s for {seconds:g} s to {count} sockets: "
-        f"{len(latencies)}/{expected * count} messages; latency p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        f"fan-out [{name}]: {rate} events/s ({sent / took:.0f} published) for {seconds:g} s to "
+        f"{count} sockets: {received}/{expected} messages, {closed} sockets closed; latency "
+        f"{figures}; {received / max(last - first, 1e-9):.0f} frames/s; gateway CPU "
+        f"{gateway_cpu:.1f} s, {gateway_cpu / max(received, 1) * 1e6:.1f} µs per frame; "
+        f"{load()}",
+        flush=True,
     )
 
 
@@ -174,21 +359,39 @@ async def main() -> None:
         help="events per second and sockets of a fan-out run (repeatable; default 100:100)",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each fan-out")
+    parser.add_argument("--before", type=Path, help="a checkout whose gateway to compare with")
     args = parser.parse_args()
     runs = [tuple(map(int, run.split(":"))) for run in args.fan_out or ["100:100"]]
     raise_file_limit(max(args.idle, *(sockets for _, sockets in runs)))
+    gateways = [Gateway("after", None)]
+    if args.before:
+        gateways.insert(0, Gateway("before", args.before.resolve()))
     await recreate_database(DATABASE)
     workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-live-"))
     # Ten minutes to start: the machine this runs on is often busy with other work.
     stack = Stack("distributed", workdir, database=DATABASE, extra_env=BENCH_ENV, start_timeout=600)
     stack.start()
     try:
-        gateway = next(process for process in stack.processes if process.name == "gateway")
-        assert gateway.popen is not None
-        if args.idle:
-            await idle(stack, gateway.popen.pid, args.idle)
-        for rate, sockets in runs:
-            await fan_out(stack, sockets, rate, args.seconds)
+        template = next(process for process in stack.processes if process.name == "gateway")
+        # Each measurement starts a gateway of its own, on the same port.
+        template.stop()
+        stack.processes.remove(template)
+        measurements = ([("idle", args.idle, 0)] if args.idle else []) + [
+            ("fan-out", sockets, rate) for rate, sockets in runs
+        ]
+        for kind, sockets, rate in measurements:
+            for gateway in gateways:
+                pid = gateway.start(stack, template)
+                limit = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0]
+                if limit < sockets + 100:
+                    print(f"warning: the gateway may open {limit} files only")
+                try:
+                    if kind == "idle":
+                        await idle(stack, gateway.name, pid, sockets)
+                    else:
+                        await fan_out(stack, gateway.name, pid, sockets, rate, args.seconds)
+                finally:
+                    gateway.stop(stack)
     finally:
         stack.stop()
 

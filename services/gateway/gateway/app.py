@@ -18,7 +18,7 @@ from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
 from gateway.rate_limits import RateLimiter, rate_limit
 from gateway.settings import GatewaySettings
-from gateway.sockets import redact_socket_credentials
+from gateway.sockets import ServerSend, redact_socket_credentials
 from gateway.sockets import router as socket_router
 from gateway.tickets import ticket_router
 from gateway.upstream_client import UpstreamClient, UpstreamError, get_json, make_upstream_client
@@ -193,4 +193,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-ID", "Retry-After", "X-Total-Count", "X-Missing-Parts"],
     )
+    # Last added, so outermost: the live hub writes frames to uvicorn's connection directly.
+    app.add_middleware(ServerSend)
     return app

@@ -11,16 +11,25 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import BlockingConnectionPool, Redis
+from websockets.frames import Frame, Opcode
 
 from gateway.settings import GatewaySettings
-from gateway.streams import Entry, LiveLog, MemoryLog, RedisLog, log_namespace, message_text
+from gateway.streams import (
+    Entry,
+    LiveLog,
+    MemoryLog,
+    Message,
+    RedisLog,
+    log_namespace,
+    message_text,
+)
 from gateway.tickets import TicketStore
 from taskhub_common.contracts import (
     COMMENT_CREATED,
@@ -110,13 +119,19 @@ def may_receive(user_id: uuid.UUID, audience: str) -> bool:
     return kind == "task" or subject == str(user_id)
 
 
+def text_frame(text: str) -> bytes:
+    """The WebSocket frame of a message as a server sends it (unmasked, uncompressed): the same
+    bytes for every socket, so built once per message, not once per socket."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
 @dataclass(frozen=True)
 class Outgoing:
-    """An event's message before the log numbers it."""
+    """Messages for a socket, in seq order: (seq, text) each, and all their frames in one
+    buffer, built once for every user who may see the same ones."""
 
-    event_id: str
-    audience: str
-    body: str
+    messages: list[tuple[int, str]]
+    frames: bytes
 
 
 @dataclass(eq=False)
@@ -131,7 +146,7 @@ class Hub:
     epoch: str | None = None
     delivered: int = 0
     # Events waiting to be numbered: whoever holds the lock next numbers all of them at once.
-    _pending: list[Outgoing] = field(default_factory=list)
+    _pending: list[Message] = field(default_factory=list)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -170,25 +185,36 @@ class Hub:
         data = message_data(event)
         # Serialised once; each socket's copy only gets the seq put in front.
         body = json.dumps({"type": kind.type, "id": str(event.id), "data": data})
-        self._pending.append(Outgoing(str(event.id), audience(event.type, data), body))
+        occurred_at = event.occurred_at.timestamp()
+        self._pending.append(Message(str(event.id), occurred_at, audience(event.type, data), body))
         async with self._order:
             batch, self._pending = self._pending, []
             if batch:
                 await self._number_and_offer(batch)
 
-    async def _number_and_offer(self, batch: list[Outgoing]) -> None:
-        epoch, seqs = await self.log.append([(m.event_id, m.audience, m.body) for m in batch])
+    async def _number_and_offer(self, batch: list[Message]) -> None:
+        epoch, seqs = await self.log.append(batch)
+        numbered = {seq: m for seq, m in zip(seqs, batch, strict=True) if seq is not None}
+        refused = [m for seq, m in zip(seqs, batch, strict=True) if seq is None]
         if epoch != self.epoch:
             if self.epoch is not None:
                 # The log started again (Redis lost it): the sockets start again with it.
                 self._offer_all(lambda socket: socket.resync(epoch, 0))
                 self.delivered = 0
-            else:
-                self.delivered = min(seqs) - 1
+            elif numbered:
+                self.delivered = min(numbered) - 1
             self.epoch = epoch
-        fresh = {seq: m for seq, m in zip(seqs, batch, strict=True) if seq > self.delivered}
-        if not fresh:
-            return  # numbered first by another replica, and filled in from the log since
+        fresh = {seq: m for seq, m in numbered.items() if seq > self.delivered}
+        if fresh:
+            await self._offer_fresh(epoch, fresh)
+        for message in refused:
+            # Older than what the log remembers (this replica lags, or the event was long on
+            # its way): perhaps numbered and sent already, so not numbered again; whoever may
+            # see it reloads instead.
+            for socket in self._audience(message.audience):
+                socket.resync(epoch, self.delivered, force=True)
+
+    async def _offer_fresh(self, epoch: str, fresh: dict[int, Message]) -> None:
         last = max(fresh)
         entries = [Entry(seq, fresh[seq].audience, fresh[seq].body) for seq in sorted(fresh)]
         if len(fresh) < last - self.delivered and self.sockets:
@@ -200,16 +226,33 @@ class Hub:
                 self.delivered = last
                 return
             entries = history.entries
-        for entry in entries:
-            self._offer(entry)
+        self._offer(entries)
         self.delivered = last
 
-    def _offer(self, entry: Entry) -> None:
-        text = message_text(entry.seq, entry.body)
+    def _offer(self, entries: list[Entry]) -> None:
+        """Each message encoded once; each user's share of them joined once (users who may see
+        the same messages share it), so a socket costs one write per batch, not per message."""
+        texts = [message_text(entry.seq, entry.body) for entry in entries]
+        frames = [text_frame(text) for text in texts]
+        shares: dict[tuple[int, ...], Outgoing] = {}
         for user_id, sockets in list(self.sockets.items()):
-            if may_receive(user_id, entry.audience):
-                for socket in list(sockets):
-                    socket.offer(entry.seq, text)
+            mine = tuple(
+                i for i, entry in enumerate(entries) if may_receive(user_id, entry.audience)
+            )
+            if not mine:
+                continue
+            share = shares.get(mine)
+            if share is None:
+                messages = [(entries[i].seq, texts[i]) for i in mine]
+                share = shares[mine] = Outgoing(messages, b"".join(frames[i] for i in mine))
+            for socket in list(sockets):
+                socket.offer_events(share)
+
+    def _audience(self, audience: str) -> Iterator["LiveSocket"]:
+        """The sockets here whose user may see a message of this audience."""
+        for user_id, sockets in list(self.sockets.items()):
+            if may_receive(user_id, audience):
+                yield from list(sockets)
 
     def _offer_all(self, offer: Callable[["LiveSocket"], None]) -> None:
         for sockets in list(self.sockets.values()):

@@ -6,6 +6,11 @@ client, and a client that lets the queue fill is closed (1013). The hub offers m
 order; the writer drops those it has sent already, so a socket that resumes (`?since=&epoch=`,
 or a first message `{"type": "resume", ...}`) gets the log's messages for its user after
 `since` and then the live ones, each once.
+
+The fast path (decision 0075): while a socket's writer has nothing queued, the hub writes an
+event's frame, encoded once for all sockets, straight to the connection's transport under
+uvicorn (no task wake-up, no per-socket encoding or compression); a transport holding more
+than WS_SEND_QUEUE such frames unsent means a client that does not keep up (1013).
 Close codes are in docs/live-updates.md.
 """
 
@@ -22,10 +27,12 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from limits import parse
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketState
+from websockets.protocol import State
 
 from gateway.clients import client_ip
-from gateway.live import LiveUpdates, may_receive
+from gateway.live import LiveUpdates, Outgoing, may_receive
 from gateway.rate_limits import RateLimited
 from gateway.settings import GatewaySettings
 from gateway.streams import message_text
@@ -41,6 +48,8 @@ SLOW_CLIENT = 1013
 MESSAGE_TOO_BIG = 1009
 UNAVAILABLE = 1011
 CLOSE_TIMEOUT_SECONDS = 30
+# Where ServerSend puts the server's own `send` in a WebSocket's scope.
+SERVER_SEND = "taskhub.server_send"
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,12 @@ class Resume:
 @dataclass(frozen=True)
 class Resync:
     """The hub cannot give this socket what follows: the client reloads, and carries on from
-    `seq` in `epoch` (a queue item for the writer)."""
+    `seq` in `epoch` (a queue item for the writer). `force`: even if the socket has had
+    everything up to `seq` (an event the log refused to number)."""
 
     epoch: str
     seq: int
+    force: bool = False
 
 
 def control(message_type: str, **data: Any) -> str:
@@ -80,17 +91,60 @@ class LiveSocket:
         self.sent_events = 0
         self.closed = False
         self.reauthenticated = asyncio.Event()
+        # uvicorn's connection, for the fast path; the writer waits on an empty queue.
+        self._connection = server_connection(websocket)
+        self._idle = False
+        # The last resync sent, until an event follows it (the client is not told twice).
+        self._resynced: tuple[str, int] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._expiry: asyncio.Task[None] | None = None
         # A close started by offer(), which cannot wait for it.
         self._closing: asyncio.Task[None] | None = None
 
     def offer(self, seq: int | None, text: str) -> None:
-        """Queue a message (never waits). A full queue means the client does not keep up."""
+        """Queue a message for the writer (never waits)."""
         self._put((seq, text))
 
-    def resync(self, epoch: str, seq: int) -> None:
-        self._put(Resync(epoch, seq))
+    def offer_events(self, outgoing: Outgoing) -> None:
+        """Send or queue event messages (never waits): their frames straight to the transport
+        when nothing is queued before them and none was sent already, else to the writer."""
+        # Only with nothing queued is last_seq where this socket stands (a queued resync or
+        # resume may move it).
+        if self._writes_directly():
+            first, last = outgoing.messages[0][0], outgoing.messages[-1][0]
+            if last <= self.last_seq:
+                return  # sent already, from the log
+            if first > self.last_seq:
+                self._write_directly(last, outgoing)
+                return
+        for seq, text in outgoing.messages:
+            self._put((seq, text))
+
+    def resync(self, epoch: str, seq: int, force: bool = False) -> None:
+        self._put(Resync(epoch, seq, force))
+
+    def _writes_directly(self) -> bool:
+        connection = self._connection
+        return (
+            connection is not None
+            and self._idle
+            and self.queue.empty()
+            and not self.closed
+            and connection.conn.state is State.OPEN
+            and not connection.close_sent
+        )
+
+    def _write_directly(self, last: int, outgoing: Outgoing) -> None:
+        transport = self._connection.transport
+        # More than WS_SEND_QUEUE messages of this size unsent: the client does not keep up.
+        frames, count = outgoing.frames, len(outgoing.messages)
+        if transport.get_write_buffer_size() * count > self.settings.WS_SEND_QUEUE * len(frames):
+            self._too_slow()
+            return
+        transport.write(frames)
+        self.last_seq = last
+        self.sent_events += count
+        self._resynced = None
 
     def _put(self, item: tuple[int | None, str] | Resync) -> None:
         if self.closed:
@@ -98,13 +152,21 @@ class LiveSocket:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            logger.info("closing a socket of user %s: it does not keep up", self.user_id)
-            self._closing = asyncio.create_task(self.close(SLOW_CLIENT, "too slow"))
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        """The client does not keep up: closed, and the close frame follows what it has."""
+        logger.info("closing a socket of user %s: it does not keep up", self.user_id)
+        self.closed = True
+        self._closing = asyncio.create_task(self._close(SLOW_CLIENT, "too slow"))
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
         self.live.hub.leave(self)
         for task in (self._writer, self._expiry):
             if task is not None and task is not asyncio.current_task():
@@ -185,13 +247,13 @@ class LiveSocket:
         if resume is not None:
             await self._resume(resume)
         while True:
+            self._idle = True
             item = await self.queue.get()
+            self._idle = False
             if isinstance(item, Resume):
                 await self._resume(item)
             elif isinstance(item, Resync):
-                if item.epoch != self.epoch or item.seq > self.last_seq:
-                    await send(control("resync", epoch=item.epoch, seq=item.seq))
-                    self.epoch, self.last_seq = item.epoch, item.seq
+                await self._resync(item)
             else:
                 seq, text = item
                 if seq is None:
@@ -200,6 +262,17 @@ class LiveSocket:
                     await send(text)
                     self.last_seq = seq
                     self.sent_events += 1
+                    self._resynced = None
+
+    async def _resync(self, item: Resync) -> None:
+        # In the same epoch, the client carries on after what it has (never before it).
+        seq = item.seq if item.epoch != self.epoch else max(item.seq, self.last_seq)
+        if (item.epoch, seq) == self._resynced:
+            return  # told just now, and nothing sent since
+        if item.force or item.epoch != self.epoch or item.seq > self.last_seq:
+            await self.websocket.send_text(control("resync", epoch=item.epoch, seq=seq))
+            self.epoch, self.last_seq = item.epoch, seq
+            self._resynced = (item.epoch, seq)
 
     async def _resume(self, resume: Resume) -> None:
         if self.sent_events:
@@ -244,6 +317,29 @@ class LiveSocket:
         except TimeoutError:
             return False
         return True
+
+
+def server_connection(websocket: WebSocket) -> Any:
+    """uvicorn's connection of this socket (its websockets-sansio protocol: `transport`,
+    `conn`, `close_sent`), for the fast path; None under another server or protocol, whose
+    sockets get every message through their writer."""
+    protocol = getattr(websocket.scope.get(SERVER_SEND), "__self__", None)
+    if all(hasattr(protocol, name) for name in ("transport", "conn", "close_sent")):
+        return protocol
+    return None
+
+
+class ServerSend:
+    """Keeps the server's own `send` of a WebSocket in its scope (SERVER_SEND), before the
+    middlewares inside wrap it: the outermost middleware of the gateway."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
 
 
 async def verify_token(websocket: WebSocket, token: str) -> Grant | None:

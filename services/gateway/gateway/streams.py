@@ -8,11 +8,19 @@ seq is the message's position in the log: it grows with every message, so each u
 grow (not by one per message to them), and the log has no holes. Appending is idempotent per
 event: every replica appends every event it receives, the first numbers it, the others get the
 same seq back.
+
+The log keeps the ids of `max_messages` events only (forgetting those that occurred first),
+and the latest time at which a forgotten one occurred. An event whose id it does not know, and
+which occurred no later than that, may have been numbered already (a replica lagging further
+behind than the log is long receives it late): it is refused (seq None), never numbered
+twice, and the hub tells the sockets concerned to resync (decision 0075). The times compared
+are the events' own (`occurred_at`, the same on every replica), not clocks of two hosts.
 """
 
+import heapq
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
@@ -24,6 +32,17 @@ from redis.asyncio import Redis
 def message_text(seq: int, body: str) -> str:
     """The message as sent: its body (a JSON object) with `seq` put first."""
     return f'{{"seq":{seq},{body[1:]}'
+
+
+@dataclass(frozen=True)
+class Message:
+    """An event's message before the log numbers it: the event's id and the time it occurred
+    (epoch seconds, the producer's clock), who may see it and its body."""
+
+    event_id: str
+    occurred_at: float
+    audience: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -54,9 +73,9 @@ class LiveLog(Protocol):
         """Keep the log for another window (sockets are open)."""
         ...
 
-    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
-        """Add (event id, audience, body) messages, in order; the epoch and each one's seq (an
-        event appended before keeps its seq)."""
+    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
+        """Add messages, in order; the epoch and each one's seq (an event appended before keeps
+        its seq; one the log may have forgotten gets None)."""
         ...
 
     async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
@@ -95,7 +114,11 @@ class MemoryLog:
         self.head = 0
         # (seq, appended at, audience, body), seqs without holes.
         self._entries: deque[tuple[int, float, str, str]] = deque()
-        self._seqs_by_event: OrderedDict[str, int] = OrderedDict()
+        # Event id -> seq; (occurred at, event id), the first to occur forgotten first; and
+        # the latest time a forgotten event occurred.
+        self._seqs_by_event: dict[str, int] = {}
+        self._occurred: list[tuple[float, str]] = []
+        self._forgotten_until = 0.0
 
     async def open(self) -> tuple[str, int]:
         return self.epoch, self.head
@@ -103,25 +126,33 @@ class MemoryLog:
     async def keep(self) -> None:
         """Nothing expires while the process runs; old entries go as new ones come."""
 
-    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
+    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
         now = time.time()
-        seqs = []
-        for event_id, audience, body in messages:
-            seq = self._seqs_by_event.get(event_id)
-            if seq is None:
+        seqs: list[int | None] = []
+        for message in messages:
+            seq = self._seqs_by_event.get(message.event_id)
+            if seq is None and message.occurred_at > self._forgotten_until:
                 self.head += 1
                 seq = self.head
-                self._entries.append((seq, now, audience, body))
-                self._seqs_by_event[event_id] = seq
+                self._entries.append((seq, now, message.audience, message.body))
+                self._seqs_by_event[message.event_id] = seq
+                heapq.heappush(self._occurred, (message.occurred_at, message.event_id))
+                self._forget()
             seqs.append(seq)
         horizon = now - self.max_seconds
         while self._entries and (
             len(self._entries) > self.max_messages or self._entries[0][1] < horizon
         ):
             self._entries.popleft()
-        while len(self._seqs_by_event) > self.max_messages:
-            self._seqs_by_event.popitem(last=False)
         return self.epoch, seqs
+
+    def _forget(self) -> None:
+        """Keep the ids of `max_messages` events, forgetting those that occurred first, and the
+        latest time a forgotten one occurred."""
+        if len(self._seqs_by_event) > self.max_messages:
+            occurred_at, event_id = heapq.heappop(self._occurred)
+            del self._seqs_by_event[event_id]
+            self._forgotten_until = max(self._forgotten_until, occurred_at)
 
     async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
         head = self.head if until is None else min(until, self.head)
@@ -142,7 +173,9 @@ def log_namespace(rabbitmq_url: str | None, process_id: str) -> str:
     return f"bus:{unquote(urlsplit(rabbitmq_url).path[1:]) or '/'}"
 
 
-# KEYS: the log's epoch, seq counter, stream and event ids (a sorted set: event id -> seq).
+# KEYS: the log's epoch, seq counter, stream, event ids (a hash: event id -> seq), the times
+# the events occurred (a sorted set: event id -> µs, which ids to forget first) and the latest
+# time a forgotten event occurred.
 # A log whose keys expired (or were lost) starts again under a new epoch, so an old seq is never
 # taken for a new one.
 _START = """
@@ -150,7 +183,7 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 end
 """
 
@@ -158,34 +191,51 @@ end
 _OPEN = (
     _START
     + """
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 )
 
-# ARGV: a fresh epoch, ttl seconds, max messages, then (event id, audience, body) per message.
-# Returns {epoch, seq...}. One call per batch of events, whatever the number of users: each
-# body is stored once. Entries are stamped with Redis's clock, so their times grow with seq.
+# ARGV: a fresh epoch, ttl seconds, max messages, then (event id, occurred at in µs, audience,
+# body) per message. Returns {epoch, seq...}, seq 0 for an event refused (not known, and it
+# occurred no later than a forgotten one: it may have been numbered already). One call per
+# batch of events, whatever the number of users: each body is stored once. Entries are
+# stamped with Redis's clock, so their times grow with seq.
 _APPEND = (
     _START
     + """
 local now = redis.call('TIME')
 local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+local max = tonumber(ARGV[3])
+local forgotten = tonumber(redis.call('GET', KEYS[6]) or '0')
 local result = {epoch}
-for i = 4, #ARGV, 3 do
-  local seq = redis.call('ZSCORE', KEYS[4], ARGV[i])
+for i = 4, #ARGV, 4 do
+  local seq = redis.call('HGET', KEYS[4], ARGV[i])
+  local occurred = tonumber(ARGV[i + 1])
   if seq then
     seq = tonumber(seq)
+  elseif occurred <= forgotten then
+    seq = 0
   else
     seq = redis.call('INCR', KEYS[2])
-    redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0',
-               'a', ARGV[i + 1], 'b', ARGV[i + 2], 't', at)
-    redis.call('ZADD', KEYS[4], seq, ARGV[i])
+    redis.call('XADD', KEYS[3], 'MAXLEN', max, seq .. '-0',
+               'a', ARGV[i + 2], 'b', ARGV[i + 3], 't', at)
+    redis.call('HSET', KEYS[4], ARGV[i], seq)
+    redis.call('ZADD', KEYS[5], occurred, ARGV[i])
+    local excess = redis.call('ZCARD', KEYS[5]) - max
+    if excess > 0 then
+      -- The ids of the events that occurred first go; the latest time among them is kept.
+      local gone = redis.call('ZPOPMIN', KEYS[5], excess)
+      for j = 1, #gone, 2 do
+        redis.call('HDEL', KEYS[4], gone[j])
+        forgotten = math.max(forgotten, tonumber(gone[j + 1]))
+      end
+      redis.call('SET', KEYS[6], forgotten)
+    end
   end
   result[#result + 1] = seq
 end
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[3]) - 1)
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 return result
 """
 )
@@ -200,9 +250,16 @@ class RedisLog:
         self.redis = redis
         self.max_messages = max_messages
         self.max_seconds = max_seconds
-        # One hash tag: a Redis Cluster keeps the four keys in one slot, as the scripts need.
+        # One hash tag: a Redis Cluster keeps the keys in one slot, as the scripts need.
         tag = f"live:{{{namespace}}}"
-        self.keys = [f"{tag}:epoch", f"{tag}:seq", f"{tag}:log", f"{tag}:events"]
+        self.keys = [
+            f"{tag}:epoch",
+            f"{tag}:seq",
+            f"{tag}:log",
+            f"{tag}:ids",
+            f"{tag}:occurred",
+            f"{tag}:forgotten",
+        ]
         self._open = redis.register_script(_OPEN)
         self._append = redis.register_script(_APPEND)
 
@@ -216,15 +273,15 @@ class RedisLog:
                 pipe.expire(key, self.max_seconds)
             await pipe.execute()
 
-    async def append(self, messages: list[tuple[str, str, str]]) -> tuple[str, list[int]]:
+    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
         args: list[str | int] = [new_epoch(), self.max_seconds, self.max_messages]
-        for message in messages:
-            args.extend(message)
+        for m in messages:
+            args.extend((m.event_id, int(m.occurred_at * 1_000_000), m.audience, m.body))
         epoch, *seqs = await self._append(keys=self.keys, args=args)
-        return epoch.decode(), [int(seq) for seq in seqs]
+        return epoch.decode(), [int(seq) or None for seq in seqs]
 
     async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
-        epoch_key, seq_key, log_key, _ = self.keys
+        epoch_key, seq_key, log_key, *_ = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(epoch_key)
             pipe.get(seq_key)

@@ -16,14 +16,17 @@ from urllib.parse import urlsplit
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.live import MESSAGES
+from gateway.settings import GatewaySettings
+from gateway.streams import MemoryLog, Message, RedisLog
 from taskhub_common.contracts import NOTIFICATION_CREATED, TASK_CREATED, TASK_UPDATED
 from taskhub_common.events import EventEnvelope
 from taskhub_common.local_bus import shared_bus
-from taskhub_common.testing import RABBITMQ_URL, TcpProxy, bearer, eventually, new_user
+from taskhub_common.testing import RABBITMQ_URL, REDIS_HOST, TcpProxy, bearer, eventually, new_user
 from taskhub_common.testing.live import (
     close_code,
     close_frame_code,
@@ -377,6 +380,75 @@ async def test_a_replica_fills_what_it_missed_from_the_log(live_gateway, make_us
         received = [await receive_event(ws), await receive_event(ws)]
     assert [m["id"] for m in received] == [str(only_first.id), str(after.id)]
     assert received[1]["seq"] == received[0]["seq"] + 1
+
+
+@STREAMS
+async def test_an_event_the_log_has_forgotten_is_never_numbered_again(streams) -> None:
+    """A replica further behind than the log is long appends events whose ids the log no longer
+    keeps: refused (None), not given new seqs, whereas a later event is numbered."""
+    redis = Redis.from_url(str(GatewaySettings(REDIS_HOST=REDIS_HOST).redis_url))
+    log = (
+        RedisLog(redis, f"test:{uuid.uuid4().hex}", 3, 60)
+        if streams == "redis"
+        else MemoryLog(3, 60)
+    )
+    start = time.time()
+    events = [Message(f"e{i}", start + i, "task:x", '{"type":"t"}') for i in range(5)]
+    try:
+        _, seqs = await log.append(events)
+        _, again = await log.append([events[0], events[4]])
+        _, later = await log.append([Message("later", start + 5, "task:x", '{"type":"t"}')])
+    finally:
+        await redis.aclose()
+    assert seqs == [1, 2, 3, 4, 5]
+    assert again == [None, 5]
+    assert later == [6]
+
+
+async def test_a_replica_far_behind_tells_its_sockets_to_resync_and_duplicates_nothing(
+    live_gateway, make_user
+) -> None:
+    """Events the log had numbered and forgotten reach a lagging replica: its socket is told
+    to resync, and the other replica's socket (live, then resuming) never gets one twice."""
+    (_, token), (_, lagging_token) = await make_user(), await make_user()
+    async with (
+        live_gateway(WS_HISTORY_MESSAGES=3) as (first_app, first),
+        live_gateway(WS_HISTORY_MESSAGES=3) as (second_app, second),
+        open_socket(first, token, random_ip()) as ws,
+        open_socket(second, lagging_token, random_ip()) as lagging,
+    ):
+        hello, _ = await receive(ws), await receive(lagging)
+        events = [
+            EventEnvelope(type=TASK_CREATED, producer="test", data=task_data()) for _ in range(5)
+        ]
+        for event in events:
+            await first_app.state.live.hub.deliver(event)
+        received = [await receive_event(ws) for _ in events]
+        await second_app.state.live.hub.deliver(events[0])
+        resync = await receive(lagging)
+        after = await publish(TASK_CREATED, task_data())
+        live = await receive_event(ws)
+        query = f"?since={received[-1]['seq']}&epoch={hello['data']['epoch']}"
+        async with connect(f"{first}/ws{query}", subprotocols=["bearer", token]) as resumed:
+            await receive(resumed)
+            replayed = await receive_event(resumed)
+    assert resync["type"] == "resync"
+    assert [m["id"] for m in received] == [str(e.id) for e in events]
+    assert (live["id"], live["seq"]) == (str(after.id), received[-1]["seq"] + 1)
+    assert replayed["id"] == str(after.id)
+
+
+async def test_uvicorn_sockets_take_the_fast_path(live_gateway, make_user) -> None:
+    """Under uvicorn the hub writes frames to the connection itself (decision 0075): if an
+    upgrade of uvicorn hid its connection, every message would go the slow way, unnoticed."""
+    _, token = await make_user()
+    async with live_gateway() as (app, url), open_socket(url, token, random_ip()) as ws:
+        await receive(ws)
+        [socket] = app.state.live.hub.sockets[next(iter(app.state.live.hub.sockets))]
+        await publish(TASK_CREATED, task_data())
+        await receive_event(ws)
+    assert socket._connection is not None
+    assert socket.sent_events == 1
 
 
 async def test_an_event_is_one_entry_of_the_log_whatever_the_number_of_users(
