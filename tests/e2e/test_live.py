@@ -328,14 +328,21 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
     stack: Stack, api: httpx.AsyncClient, client_ip
 ) -> None:
     """One client stops reading while 1,000 tasks of 9 KB are created: its socket is closed
-    with 1013 once its send queue (256 messages) is full behind the kernel's buffers, and
-    the other client gets every task, in order."""
+    with 1013 once more than 256 messages' worth wait unsent behind the kernel's buffers, and
+    the other client, reading all along, gets every task, in order."""
     author, slow, fast = await register(api), await register(api), await register(api)
     base = ws_url(stack)
     reader, writer = await stalled_client(base, slow["access_token"], client_ip)
+    received: list[dict[str, Any]] = []
     try:
         async with open_socket(base, fast["access_token"], client_ip) as ws:
             await receive(ws)
+
+            async def keep_reading() -> None:
+                while True:
+                    received.append(await receive_event(ws, timeout=60))
+
+            fast_reader = asyncio.create_task(keep_reading())
             created: list[str] = []
             for batch in range(10):
                 tasks = [
@@ -347,10 +354,14 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
                 assert response.status_code == 201, response.text
                 created.extend(task["id"] for task in response.json())
             expected = set(created)
-            received: list[dict[str, Any]] = []
-            async with asyncio.timeout(120):
-                while expected - {m["data"].get("task_id") for m in received}:
-                    received.append(await receive_event(ws, timeout=60))
+            try:
+                async with asyncio.timeout(120):
+                    while expected - {m["data"].get("task_id") for m in received}:
+                        if fast_reader.done():
+                            fast_reader.result()  # its failure, as it is
+                        await asyncio.sleep(0.05)
+            finally:
+                fast_reader.cancel()
             # The slow socket is gone: once it reads again, it finds the close frame after
             # what had been sent.
             async with asyncio.timeout(60):
