@@ -328,8 +328,10 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
     stack: Stack, api: httpx.AsyncClient, client_ip
 ) -> None:
     """One client stops reading while 1,000 tasks of 9 KB are created: its socket is closed
-    with 1013 once more than 256 messages' worth wait unsent behind the kernel's buffers, and
-    the other client, reading all along, gets every task, in order."""
+    with 1013 once more than 256 messages' worth wait unsent behind the kernel's buffers (or
+    1011 if uvicorn's keepalive, a ping unanswered for 20 s, comes first on a slow machine;
+    the gateway's own test pins 1013), and the other client, reading all along, gets every
+    task, in order."""
     author, slow, fast = await register(api), await register(api), await register(api)
     base = ws_url(stack)
     reader, writer = await stalled_client(base, slow["access_token"], client_ip)
@@ -372,4 +374,4 @@ async def test_a_client_that_stops_reading_is_closed_others_keep_receiving(
     assert seqs == sorted(set(seqs))
     mine = [m["data"]["task_id"] for m in received if m["data"].get("task_id") in expected]
     assert sorted(mine) == sorted(created)
-    assert close_frame_code(stream) == 1013
+    assert close_frame_code(stream) in (1011, 1013)
