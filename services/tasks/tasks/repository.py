@@ -175,10 +175,12 @@ class TaskRepository:
             statement = statement.with_for_update(of=Task)
         return await self.session.scalar(statement)
 
-    async def insert_many(self, rows: bytes) -> list[Row]:
+    async def insert_many(self, rows: bytes) -> list[dict[str, Any]]:
         """New tasks, given as one JSON array of their columns (the others take their defaults),
-        in one statement; the rows as stored come back."""
-        return list(await self.session.execute(_INSERT_TASKS, {"rows": rows.decode()}))
+        in one statement; the rows as stored come back, as dicts by column name."""
+        result = await self.session.execute(_INSERT_TASKS, {"rows": rows.decode()})
+        names = tuple(result.keys())
+        return [dict(zip(names, row, strict=True)) for row in result]
 
     async def people(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, Row]:
         """Directory entries by id, as a task shows its creator and assignee."""
