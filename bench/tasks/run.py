@@ -3,15 +3,23 @@
 Runs the distributed stack (gateway, identity, tasks as uvicorn processes on the local
 PostgreSQL, RabbitMQ and Redis) and measures through the gateway over real HTTP:
   - the time of each 1000-task bulk create while filling the table;
+  - p50/p99 of a 1000-task bulk create on the filled table (`--bulk-rounds` of them);
   - p50/p99 latency and throughput of list pages: plain, filtered, searched, deep cursor,
     each uncached (a different page every request) and cached (the same page again).
 
     make bench-tasks            # or: python -m bench.tasks.run --tasks 100000
-Prints figures; asserts nothing. Targets: list p50 < 15 ms, bulk 1000 < 500 ms.
+    # A/B: a second stack runs another revision's code (a checkout of it), filled alike; the
+    # bulk creates alternate between the two, so both see the same load on a shared machine.
+    git worktree add --detach /tmp/taskhub-main main
+    python -m bench.tasks.run --baseline /tmp/taskhub-main --bulk-only \
+        --baseline-rabbitmq-url amqp://guest:guest@127.0.0.1:5672/another-vhost
+Prints figures; asserts nothing. Targets: list p50 < 15 ms, bulk 1000 < 300 ms.
 """
 
 import argparse
 import asyncio
+import contextlib
+import os
 import random
 import statistics
 import tempfile
@@ -21,7 +29,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database
+from taskhub_common.testing import (
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    RABBITMQ_URL,
+    new_user,
+    recreate_database,
+)
 from tests.e2e.stack import Stack
 
 WORDS = [
@@ -72,11 +87,49 @@ async def fill(api: httpx.AsyncClient, headers: dict, total: int) -> list[float]
     return timings
 
 
+async def bulk_rounds(
+    stacks: dict[str, tuple[httpx.AsyncClient, dict]], first: int, rounds: int
+) -> dict[str, list[float]]:
+    """`rounds` bulk creates of 1000 on each stack, the stacks in turn."""
+    timings: dict[str, list[float]] = {name: [] for name in stacks}
+    for round_number in range(rounds):
+        for name, (api, headers) in stacks.items():
+            batch = task_batch(first + round_number * 1000, 1000)
+            began = time.perf_counter()
+            response = await api.post("/api/tasks/bulk", headers=headers, json={"tasks": batch})
+            timings[name].append(time.perf_counter() - began)
+            response.raise_for_status()
+    return timings
+
+
+def baseline_env(checkout: Path) -> dict[str, str]:
+    """The checkout's packages ahead of this tree's editable installs on every process's path."""
+    packages = [checkout / "libs" / "common", *sorted((checkout / "services").iterdir()), checkout]
+    return {"PYTHONPATH": os.pathsep.join(str(path.resolve()) for path in packages)}
+
+
 async def analyze(database: str) -> None:
     """Fresh planner statistics, as autovacuum would have them on a table in steady state."""
     connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
     try:
         await connection.execute("ANALYZE tasks.tasks; ANALYZE tasks.task_tags; ANALYZE tasks.tags")
+    finally:
+        await connection.close()
+
+
+async def drain(database: str, patience: float) -> int:
+    """Wait (at most `patience` s) for the relay to publish the fill's events, so that the bulk
+    rounds do not compete with a backlog; the events still unsent then."""
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
+    try:
+        deadline = time.monotonic() + patience
+        while True:
+            unsent = await connection.fetchval(
+                "SELECT count(*) FROM tasks.outbox WHERE sent_at IS NULL"
+            )
+            if unsent == 0 or time.monotonic() > deadline:
+                return unsent
+            await asyncio.sleep(1)
     finally:
         await connection.close()
 
@@ -118,63 +171,104 @@ async def deep_cursors(api, headers, count: int) -> list[str]:
     return cursors[len(cursors) // 2 :]
 
 
-async def main(total: int, requests: int, concurrency: int) -> None:
-    await recreate_database("taskhub_bench")
-    workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-"))
+def print_bulk(label: str, timings: list[float]) -> None:
+    print(
+        f"{label:<40} p50 {statistics.median(timings) * 1000:>5.0f} ms"
+        f"  p99 {percentile(timings, 0.99) * 1000:>5.0f} ms  max {max(timings) * 1000:>5.0f} ms"
+    )
+
+
+async def filled_stack(
+    exits: contextlib.AsyncExitStack, name: str, env: dict[str, str], total: int, concurrency: int
+) -> tuple[httpx.AsyncClient, dict, str]:
+    """A distributed stack on its own database holding `total` tasks: a caller's client and
+    headers, and the database."""
+    database = f"taskhub_bench_{name}"
+    await recreate_database(database)
+    workdir = Path(tempfile.mkdtemp(prefix=f"taskhub-bench-{name}-"))
     stack = Stack(
         "distributed",
         workdir,
-        database="taskhub_bench",
-        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"},
+        database=database,
+        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING", **env},
     )
     base_url = stack.start()
-    try:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as api:
-            account = (await api.post("/api/auth/register", json=new_user())).json()
-            headers = {"Authorization": f"Bearer {account['access_token']}"}
-            bulk = await fill(api, headers, total)
-            print(f"filled {total} tasks in {sum(bulk):.1f} s")
-            await analyze("taskhub_bench")
-            print(
-                f"bulk create of 1000: p50 {statistics.median(bulk) * 1000:.0f} ms, "
-                f"p99 {percentile(bulk, 0.99) * 1000:.0f} ms, max {max(bulk) * 1000:.0f} ms"
-            )
-            pages = max(1, total // 20 // 10)
-            cursors = await deep_cursors(api, headers, 200)
-            scenarios = {
-                "plain": lambda i: {"page": 1 + i % pages},
-                "filtered": lambda i: {
-                    "page": 1 + i % 50,
-                    "status": STATUSES[i % 3],
-                    "priority": PRIORITIES[i % 4],
-                },
-                "tag": lambda i: {"page": 1 + i % 50, "tag": f"team-{1 + i % 20}"},
-                "searched": lambda i: {
-                    "page": 1 + i % 20,
-                    "search": WORDS[(i // 20) % len(WORDS)],
-                },
-                "sorted by due date": lambda i: {"page": 1 + i % pages, "sort_by": "due_date"},
-                "deep cursor": lambda i: {"cursor": cursors[i % len(cursors)]},
-            }
-            print(
-                f"\n{'list page (10 items)':<24}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>8}"
-                f"   {'cached p50':>10}{'req/s':>8}"
-            )
-            for name, params_for in scenarios.items():
-                latencies, throughput = await measure(
-                    api, headers, params_for, requests, concurrency
-                )
-                cached, cached_throughput = await measure(
-                    api, headers, lambda i, p=params_for: p(0), requests, concurrency
-                )
-                print(
-                    f"{name:<24}{statistics.median(latencies) * 1000:>8.1f}"
-                    f"{percentile(latencies, 0.99) * 1000:>8.1f}{throughput:>8.0f}"
-                    f"   {statistics.median(cached) * 1000:>10.1f}{cached_throughput:>8.0f}"
-                )
-    finally:
-        stack.stop()
+    exits.callback(stack.stop)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    api = await exits.enter_async_context(
+        httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
+    )
+    account = (await api.post("/api/auth/register", json=new_user())).json()
+    headers = {"Authorization": f"Bearer {account['access_token']}"}
+    bulk = await fill(api, headers, total)
+    print(f"{name}: filled {total} tasks in {sum(bulk):.1f} s")
+    print_bulk(f"{name}: bulk create of 1000 while filling", bulk)
+    await analyze(database)
+    return api, headers, database
+
+
+async def main(
+    total: int,
+    requests: int,
+    concurrency: int,
+    rounds: int,
+    baseline: Path | None,
+    baseline_rabbitmq_url: str,
+    bulk_only: bool,
+) -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        stacks = {"this": await filled_stack(exits, "this", {}, total, concurrency)}
+        if baseline is not None:
+            env = {**baseline_env(baseline), "RABBITMQ_URL": baseline_rabbitmq_url}
+            stacks["baseline"] = await filled_stack(exits, "baseline", env, total, concurrency)
+        for name, (_, _, database) in stacks.items():
+            print(f"{name}: {await drain(database, 300)} events of the fill still unsent")
+        print(f"\nload average {os.getloadavg()[0]:.2f} before the bulk rounds")
+        timings = await bulk_rounds(
+            {name: (api, headers) for name, (api, headers, _) in stacks.items()}, total, rounds
+        )
+        for name, measured in timings.items():
+            print_bulk(f"{name}: bulk create of 1000 on {total} tasks", measured)
+        if baseline is not None:
+            ratio = statistics.median(timings["this"]) / statistics.median(timings["baseline"])
+            print(f"p50 this/baseline: {ratio:.2f}")
+        print(f"load average {os.getloadavg()[0]:.2f} after")
+        if not bulk_only:
+            await lists(*stacks["this"][:2], total, requests, concurrency)
+
+
+async def lists(api, headers, total: int, requests: int, concurrency: int) -> None:
+    pages = max(1, total // 20 // 10)
+    cursors = await deep_cursors(api, headers, 200)
+    scenarios = {
+        "plain": lambda i: {"page": 1 + i % pages},
+        "filtered": lambda i: {
+            "page": 1 + i % 50,
+            "status": STATUSES[i % 3],
+            "priority": PRIORITIES[i % 4],
+        },
+        "tag": lambda i: {"page": 1 + i % 50, "tag": f"team-{1 + i % 20}"},
+        "searched": lambda i: {
+            "page": 1 + i % 20,
+            "search": WORDS[(i // 20) % len(WORDS)],
+        },
+        "sorted by due date": lambda i: {"page": 1 + i % pages, "sort_by": "due_date"},
+        "deep cursor": lambda i: {"cursor": cursors[i % len(cursors)]},
+    }
+    print(
+        f"\n{'list page (10 items)':<24}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>8}"
+        f"   {'cached p50':>10}{'req/s':>8}"
+    )
+    for name, params_for in scenarios.items():
+        latencies, throughput = await measure(api, headers, params_for, requests, concurrency)
+        cached, cached_throughput = await measure(
+            api, headers, lambda i, p=params_for: p(0), requests, concurrency
+        )
+        print(
+            f"{name:<24}{statistics.median(latencies) * 1000:>8.1f}"
+            f"{percentile(latencies, 0.99) * 1000:>8.1f}{throughput:>8.0f}"
+            f"   {statistics.median(cached) * 1000:>10.1f}{cached_throughput:>8.0f}"
+        )
 
 
 if __name__ == "__main__":
@@ -182,5 +276,27 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--bulk-rounds", type=int, default=20)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another revision: a second stack runs its code, for an A/B of bulk",
+    )
+    parser.add_argument(
+        "--baseline-rabbitmq-url",
+        default=RABBITMQ_URL,
+        help="the baseline's own virtual host: on one, the two stacks' consumers share queues",
+    )
+    parser.add_argument("--bulk-only", action="store_true", help="no list measures")
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.requests, args.concurrency))
+    asyncio.run(
+        main(
+            args.tasks,
+            args.requests,
+            args.concurrency,
+            args.bulk_rounds,
+            args.baseline,
+            args.baseline_rabbitmq_url,
+            args.bulk_only,
+        )
+    )

@@ -106,6 +106,26 @@ async def test_committed_event_is_published_with_its_envelope(database: Database
     assert listener.received == [event]
 
 
+async def test_events_written_together_are_rows_in_their_order(database: Database) -> None:
+    """One statement for the batch: each event its own row, its envelope intact, the positions
+    (the relay's oldest-first order) as the list gave them."""
+    events = [new_event(f"test.{uuid.uuid4().hex}.created") for _ in range(50)]
+    events[7].data = {"title": 'a "quoted" title', "tags": [{"name": "ünï"}]}
+    async with database.sessionmaker.begin() as session:
+        await add_events(session, events)
+    async with database.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(outbox.c.id, outbox.c.routing_key, outbox.c.payload)
+                .where(outbox.c.id.in_([event.id for event in events]))
+                .order_by(outbox.c.position)
+            )
+        ).all()
+    assert [row.id for row in rows] == [event.id for event in events]
+    assert [row.routing_key for row in rows] == [event.type for event in events]
+    assert [EventEnvelope.model_validate(row.payload) for row in rows] == events
+
+
 async def test_rolled_back_event_is_never_published(database: Database) -> None:
     key = f"test.{uuid.uuid4().hex}.created"
     bus = RabbitMQBus(RABBITMQ_URL)

@@ -10,7 +10,12 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Enum,
+    Insert,
     Select,
+    Table,
+    Text,
+    bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -33,7 +38,7 @@ from sqlalchemy.sql import Subquery
 from taskhub_common.errors import invalid_field
 from taskhub_common.users import users
 from tasks.models import Tag, Task, TaskStatus, task_tags
-from tasks.schemas import TaskQuery
+from tasks.schemas import DICTS, TaskQuery
 
 # Tasks without a due date sort after every dated one (and keyset paging needs a value). A
 # literal, not a parameter, so that the expression index ix_tasks_due_sort matches it.
@@ -101,6 +106,33 @@ TAGS_JSON = type_coerce(
 )
 
 
+def _insert_json_rows(table: Table, names: tuple[str, ...]) -> Insert:
+    """INSERT of a batch given as one JSON array (bind `rows`): PostgreSQL types each field by
+    the table's row type and parses the whole batch in one pass (no parameters per row)."""
+    records = func.json_populate_recordset(
+        literal_column(f"NULL::{table.name}"), cast(bindparam("rows", type_=Text), JSON)
+    ).table_valued(*names)
+    return insert(table).from_select(names, select(*(records.c[name] for name in names)))
+
+
+# What a new task is given; the other columns take their defaults.
+NEW_TASK_COLUMNS = (
+    "id",
+    "title",
+    "description",
+    "status",
+    "priority",
+    "start_date",
+    "due_date",
+    "completed_at",
+    "notify_overdue",
+    "created_by",
+    "assigned_to",
+)
+_INSERT_TASKS = _insert_json_rows(Task.__table__, NEW_TASK_COLUMNS).returning(*Task.__table__.c)
+_INSERT_TASK_TAGS = _insert_json_rows(task_tags, ("task_id", "tag_id"))
+
+
 def _view_select(page: Subquery | None = None) -> Select:
     """A task row with its tags and its creator's and assignee's directory entries; joined to
     `page` (ids chosen by an indexed query) when given, so the joins run for those rows only."""
@@ -143,10 +175,17 @@ class TaskRepository:
             statement = statement.with_for_update(of=Task)
         return await self.session.scalar(statement)
 
-    async def add_many(self, rows: list[dict[str, Any]]) -> None:
-        """The whole batch in one executemany of a Core INSERT: the rows carry their ids, so
-        nothing comes back, and no ORM object is built for a task only presented after."""
-        await self.session.execute(insert(Task.__table__), rows)
+    async def insert_many(self, rows: bytes) -> list[dict[str, Any]]:
+        """New tasks, given as one JSON array of their columns (the others take their defaults),
+        in one statement; the rows as stored come back, as dicts by column name."""
+        result = await self.session.execute(_INSERT_TASKS, {"rows": rows.decode()})
+        names = tuple(result.keys())
+        return [dict(zip(names, row, strict=True)) for row in result]
+
+    async def people(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        """Directory entries by id, as a task shows its creator and assignee."""
+        statement = select(*(users.c[name] for name in PERSON_FIELDS)).where(users.c.id.in_(ids))
+        return {row.id: row for row in await self.session.execute(statement)}
 
     async def views(self, task_ids: list[uuid.UUID], include_deleted: bool = False) -> list[dict]:
         """Tasks as shown to users, in the order of `task_ids` (one statement)."""
@@ -240,7 +279,10 @@ class TaskRepository:
         await self.session.execute(
             statement.on_conflict_do_nothing(index_elements=[func.lower(Tag.name)])
         )
-        tags = await self.session.scalars(select(Tag).where(func.lower(Tag.name).in_(unique)))
+        # In the order a task's tags are shown (TAGS_JSON's, the database's collation).
+        tags = await self.session.scalars(
+            select(Tag).where(func.lower(Tag.name).in_(unique)).order_by(Tag.name)
+        )
         return {tag.name.lower(): tag for tag in tags}
 
     async def set_tags(self, task_ids_to_tag_ids: dict[uuid.UUID, list[uuid.UUID]]) -> None:
@@ -257,7 +299,7 @@ class TaskRepository:
             for tag_id in dict.fromkeys(tag_ids)
         ]
         if pairs:
-            await self.session.execute(insert(task_tags), pairs)
+            await self.session.execute(_INSERT_TASK_TAGS, {"rows": DICTS.dump_json(pairs).decode()})
 
     async def sweep_overdue(self) -> list[uuid.UUID]:
         """Flip every live task past its due date to overdue, in one statement; the ids of the

@@ -15,6 +15,7 @@ from taskhub_common.tasks_client import TaskReference
 from taskhub_common.users import KnownCaller
 from tasks.repository import TaskRepository
 from tasks.schemas import (
+    DICTS,
     BulkCreate,
     OverdueNotice,
     SweepResult,
@@ -42,7 +43,6 @@ async def get_service(
 
 Service = Annotated[TaskService, Depends(get_service)]
 JSON = "application/json"
-TASK_LIST = TypeAdapter(list[TaskOut])
 
 
 @router.post("", status_code=201)
@@ -52,8 +52,8 @@ async def create_task(body: TaskCreate, service: Service) -> TaskOut:
 
 @router.post("/bulk", status_code=201, response_model=list[TaskOut])
 async def bulk_create(body: BulkCreate, service: Service) -> Response:
-    # Serialised once from the validated models, not validated again as a response model.
-    body_json = TASK_LIST.dump_json(await service.create_many(body))
+    # Views built from the rows just written: serialised once, not validated as a response model.
+    body_json = DICTS.dump_json(await service.create_many(body))
     return Response(body_json, status_code=201, media_type=JSON)
 
 

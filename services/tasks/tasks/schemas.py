@@ -8,6 +8,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     model_validator,
 )
 
@@ -148,6 +149,11 @@ class TaskQuery(BaseModel):
     sort_by: SortField = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     cursor: str | None = Field(None, max_length=500)
+
+
+# Plain dicts (a batch's rows, views built from them) as one JSON array, each value serialised
+# by its type as a model field of that type would be: one pass, no model per item.
+DICTS = TypeAdapter(list[dict[str, Any]])
 
 
 class OverdueNotice(BaseModel):

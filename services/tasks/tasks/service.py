@@ -21,11 +21,13 @@ from taskhub_common.errors import Conflict, NotFound, NotPermitted, invalid_fiel
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import add_events
 from taskhub_common.tasks_client import TaskReference
-from taskhub_common.users import active_user_ids
+from taskhub_common.users import PublicUser, active_user_ids
 from tasks.models import Task, TaskStatus
 from tasks.repository import TaskRepository
 from tasks.schemas import (
+    DICTS,
     BulkCreate,
+    TagOut,
     TaskCreate,
     TaskList,
     TaskOut,
@@ -44,6 +46,11 @@ UPDATABLE = (
     "assigned_to",
     "notify_overdue",
 )
+
+# A task as the API shows it, and as task events carry it (task.created has no `changes`): the
+# keys of the views built from rows, in the models' order.
+TASK_FIELDS = tuple(TaskOut.model_fields)
+EVENT_FIELDS = tuple(name for name in TaskData.model_fields if name != "changes")
 
 
 def derive_status(start_date: datetime | None, due_date: datetime | None) -> TaskStatus:
@@ -115,37 +122,62 @@ class TaskService:
     # Writes.
 
     async def create(self, body: TaskCreate) -> TaskOut:
-        return (await self.create_many(BulkCreate(tasks=[body])))[0]
+        return TaskOut.model_validate((await self.create_many(BulkCreate(tasks=[body])))[0])
 
-    async def create_many(self, body: BulkCreate) -> list[TaskOut]:
-        """All or nothing: every task is checked before any is written."""
+    async def create_many(self, body: BulkCreate) -> list[dict[str, Any]]:
+        """All or nothing: every task is checked before any is written. Set-based: one statement
+        each for the tasks, their tags and their events, whatever the batch's size; the tasks
+        are shown from the rows as written, with tags and people looked up once per batch (no
+        read back, no per-task validation of what was just created)."""
+        assignees = {task.assigned_to for task in body.tasks if task.assigned_to}
         await self._check_assignees(
-            {task.assigned_to for task in body.tasks if task.assigned_to},
-            field="assigned_to" if len(body.tasks) == 1 else "tasks",
+            assignees, field="assigned_to" if len(body.tasks) == 1 else "tasks"
         )
         tags = await self.tasks.upsert_tags([name for task in body.tasks for name in task.tags])
-        rows = []
+        shown_tags = {tag.id: TagOut.model_validate(tag).model_dump() for tag in tags.values()}
+        # The batch's tags in shown order (upsert_tags gives them so): each task's sorted by it.
+        rank = {tag_id: position for position, tag_id in enumerate(shown_tags)}
+        people = {
+            user_id: PublicUser.model_validate(row).model_dump()
+            for user_id, row in (await self.tasks.people(assignees | {self.caller_id})).items()
+        }
+        now = datetime.now(UTC)
+        rows, tag_ids = [], {}
         for task in body.tasks:
             status = task.status or derive_status(task.start_date, task.due_date)
+            task_id = uuid.uuid4()
             rows.append(
                 {
-                    "id": uuid.uuid4(),
+                    "id": task_id,
                     **task.model_dump(exclude={"tags", "status"}),
                     "status": status,
-                    "completed_at": datetime.now(UTC) if status == TaskStatus.COMPLETED else None,
+                    "completed_at": now if status == TaskStatus.COMPLETED else None,
                     "created_by": self.caller_id,
                 }
             )
-        await self.tasks.add_many(rows)
-        await self.tasks.add_tags(
-            {
-                row["id"]: [tags[name.lower()].id for name in request.tags]
-                for row, request in zip(rows, body.tasks, strict=True)
+            ids = dict.fromkeys(tags[name.lower()].id for name in task.tags)
+            tag_ids[task_id] = sorted(ids, key=rank.__getitem__)
+        written = {row["id"]: row for row in await self.tasks.insert_many(DICTS.dump_json(rows))}
+        await self.tasks.add_tags(tag_ids)
+        views = []
+        for row in rows:
+            stored = written[row["id"]]
+            view = {
+                **stored,
+                "creator": people.get(stored["created_by"]),
+                "assignee": people.get(stored["assigned_to"]),
+                "tags": [shown_tags[tag_id] for tag_id in tag_ids[row["id"]]],
+                "files": [],
+                "comments": [],
             }
+            views.append({name: view[name] for name in TASK_FIELDS})
+        await self._publish_data(
+            [
+                (TASK_CREATED, view["id"], {name: view[name] for name in EVENT_FIELDS})
+                for view in views
+            ]
         )
-        presented = await self._present([row["id"] for row in rows])
-        await self._publish([(TASK_CREATED, task, None) for task in presented])
-        return presented
+        return views
 
     async def update(self, task_id: uuid.UUID, body: TaskUpdate) -> TaskOut:
         task = await self._get(task_id, for_update=True)
@@ -255,22 +287,33 @@ class TaskService:
         events: list[tuple[str, TaskOut, dict[str, Any] | None]],
         invalidate: bool = True,
     ) -> None:
-        envelopes = []
+        data = []
         for event_type, task, changes in events:
-            # Built through the contract, so every task event has one shape; Python values
-            # here, the outbox writes the envelope as JSON in one pass.
-            data = TaskData.model_validate(task, from_attributes=True)
-            data.changes = changes
+            # Built through the contract, so every task event has one shape.
+            shown = TaskData.model_validate(task, from_attributes=True)
+            shown.changes = changes
             exclude = {"changes"} if changes is None else None
-            envelopes.append(
+            data.append((event_type, task.id, shown.model_dump(exclude=exclude)))
+        await self._publish_data(data, invalidate)
+
+    async def _publish_data(
+        self, events: list[tuple[str, uuid.UUID, dict[str, Any]]], invalidate: bool = True
+    ) -> None:
+        """Events of (type, task id, data): Python values here, the outbox writes them as JSON.
+        (EventEnvelope() over model_construct(): its validation, in Rust, costs less than
+        model_construct's Python loop over the fields.)"""
+        await add_events(
+            self.session,
+            [
                 EventEnvelope(
                     type=event_type,
                     producer=self.producer,
                     actor_id=self.caller_id,
-                    aggregate_id=task.id,
-                    data=data.model_dump(exclude=exclude),
+                    aggregate_id=task_id,
+                    data=data,
                 )
-            )
-        await add_events(self.session, envelopes)
+                for event_type, task_id, data in events
+            ],
+        )
         if invalidate:
             after_commit(self.session, self.cache.invalidate)
