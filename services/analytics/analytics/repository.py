@@ -6,24 +6,30 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Date,
     Float,
     Row,
+    Select,
     Subquery,
+    Table,
+    Text,
     and_,
     any_,
+    bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     literal_column,
     select,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.models import Backfill, TaskCount, TaskFact, TaskHistory
@@ -196,8 +202,25 @@ def _fold(rows: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
     return folded
 
 
+def _names(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
+
+
+def _rows_of(table: Table) -> Select:
+    """The rows of a JSON array bound as `rows`, typed as `table`'s columns: a batch of any size
+    is one parameter of one statement, compiled and prepared once (a multi-row VALUES is a new
+    statement for every number of rows, and its compilation cost more than the batch)."""
+    names = _names(table)
+    incoming = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="incoming", with_types=True)
+    )
+    return select(*(incoming.c[name] for name in names))
+
+
 def _upsert_facts():
-    statement = insert(facts)
+    statement = insert(facts).from_select(_names(facts), _rows_of(facts))
     incoming = statement.excluded
     newer = facts.c.updated_at < incoming.updated_at
     return statement.on_conflict_do_update(
@@ -216,8 +239,10 @@ def _upsert_facts():
 
 
 UPSERT_FACTS = _upsert_facts()
-INSERT_HISTORY = insert(history).on_conflict_do_nothing(
-    index_elements=[history.c.task_id, history.c.changed_at]
+INSERT_HISTORY = (
+    insert(history)
+    .from_select(_names(history), _rows_of(history))
+    .on_conflict_do_nothing(index_elements=[history.c.task_id, history.c.changed_at])
 )
 
 
@@ -228,28 +253,25 @@ class AnalyticsRepository:
     # Writes: order-safe and idempotent (see UPSERT_FACTS).
 
     async def apply(self, tasks: Sequence[TaskData]) -> None:
-        """Take tasks as events or the export describe them: one multi-row statement each
-        table (not one execution per row: task_counts' triggers then run once, on the whole
-        batch). A task described more than once is folded into one row first, as the upsert
-        would fold them one after another (a statement may touch a row only once); rows go in
-        id order, so two writers lock them in the same order."""
+        """Take tasks as events or the export describe them: one statement each table, the
+        batch its one parameter (not one execution per row: task_counts' triggers then run
+        once, on the whole batch). A task described more than once is folded into one row
+        first, as the upsert would fold them one after another (a statement may touch a row
+        only once); rows go in id order, so two writers lock them in the same order."""
         rows = sorted(_fold([fact_values(task) for task in tasks]).values(), key=_by_id)
         if not rows:
             return
-        await self.session.execute(UPSERT_FACTS.values(rows))
-        await self.session.execute(
-            INSERT_HISTORY.values(
-                [
-                    {
-                        "task_id": task.id,
-                        "changed_at": task.updated_at,
-                        "status": task.status,
-                        "assigned_to": task.assigned_to,
-                    }
-                    for task in tasks
-                ]
-            )
-        )
+        await self.session.execute(UPSERT_FACTS, {"rows": to_json(rows).decode()})
+        changes = [
+            {
+                "task_id": task.id,
+                "changed_at": task.updated_at,
+                "status": task.status,
+                "assigned_to": task.assigned_to,
+            }
+            for task in tasks
+        ]
+        await self.session.execute(INSERT_HISTORY, {"rows": to_json(changes).decode()})
 
     async def backfill_done(self) -> bool:
         return (await self.session.scalar(select(func.count()).select_from(Backfill))) > 0
