@@ -4,7 +4,8 @@ status and assignee, both fed only by task.* events (and the backfill from the t
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import ARRAY, BigInteger, DateTime, Index, String, Text, text
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,12 +40,15 @@ class TaskFact(Base):
         Index("ix_task_facts_created_at", "created_at"),
         Index("ix_task_facts_completed_at", "completed_at"),
         Index("ix_task_facts_assigned_to", "assigned_to"),
-        # Open tasks past due count as overdue at read time: the sweep keeps them few.
+        # The tag filter (`tags @> ARRAY[tag]`).
+        Index("ix_task_facts_tags", "tags", postgresql_using="gin"),
+        # Open tasks past due count as overdue at read time: the sweep keeps them few. The
+        # predicates read as the queries' (`is_deleted IS false`), or the planner cannot use them.
         Index(
             "ix_task_facts_open_due",
             "due_date",
             postgresql_where=text(
-                "NOT is_deleted AND due_date IS NOT NULL AND status IN ('todo', 'in_progress')"
+                "is_deleted IS false AND due_date IS NOT NULL AND status IN ('todo', 'in_progress')"
             ),
         ),
         # The completed tasks of assignees, whose cycle times give performance's medians.
@@ -52,7 +56,7 @@ class TaskFact(Base):
             "ix_task_facts_completed_assignee",
             "assigned_to",
             postgresql_where=text(
-                "NOT is_deleted AND status = 'completed' AND completed_at IS NOT NULL"
+                "is_deleted IS false AND status = 'completed' AND completed_at IS NOT NULL"
                 " AND assigned_to IS NOT NULL"
             ),
         ),

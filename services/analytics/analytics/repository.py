@@ -18,7 +18,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     case,
     cast,
@@ -28,6 +27,7 @@ from sqlalchemy import (
     literal_column,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -91,7 +91,7 @@ class Filters:
         if self.created_by is not None:
             where.append(facts.c.created_by == self.created_by)
         if self.tag is not None:
-            where.append(literal(self.tag) == any_(facts.c.tags))
+            where.append(facts.c.tags.contains([self.tag]))
         if self.created_from is not None:
             where.append(facts.c.created_at >= day_start(self.created_from))
         if self.created_to is not None:
@@ -285,21 +285,28 @@ class AnalyticsRepository:
 
     async def overview(self, filters: Filters) -> dict[str, Any]:
         tally = filters.tally()
+        # One statement (each round trip costs on a busy machine): the past-due count is an
+        # uncorrelated subquery, run once. No group means no visible task, so none past due.
+        past_due = select(func.count()).select_from(facts).where(*self._past_due(filters))
         counted = (
             await self.session.execute(
-                select(tally.c.status, tally.c.priority, func.sum(tally.c.tasks))
+                select(
+                    tally.c.status,
+                    tally.c.priority,
+                    func.sum(tally.c.tasks),
+                    past_due.scalar_subquery(),
+                )
                 .group_by(tally.c.status, tally.c.priority)
                 .having(func.sum(tally.c.tasks) > 0)
             )
         ).all()
         by_status = dict.fromkeys(STATUSES, 0)
         by_priority = dict.fromkeys(PRIORITIES, 0)
-        for status, priority, count in counted:
+        open_past_due = 0
+        for status, priority, count, late in counted:
             by_status[status] = by_status.get(status, 0) + count
             by_priority[priority] = by_priority.get(priority, 0) + count
-        past_due = await self.session.scalar(
-            select(func.count()).select_from(facts).where(*self._past_due(filters))
-        )
+            open_past_due = late
         return {
             "total_tasks": sum(by_status.values()),
             "completed": by_status["completed"],
@@ -307,7 +314,7 @@ class AnalyticsRepository:
             "todo": by_status["todo"],
             # Marked overdue by the sweep, or open and past due (the sweep runs every few
             # minutes; the answer does not wait for it).
-            "overdue": by_status["overdue"] + past_due,
+            "overdue": by_status["overdue"] + open_past_due,
             "by_priority": by_priority,
             "by_status": by_status,
         }
@@ -398,9 +405,7 @@ class AnalyticsRepository:
         self, filters: Filters, first_day: date, last_day: date
     ) -> list[tuple[date, int, int]]:
         """Per UTC day: tasks created, and tasks completed (by completion time) that day."""
-        tally = filters.tally()
-        created = await self._per_day(tally, tally.c.created_day, first_day)
-        completed = await self._per_day(tally, tally.c.completed_day, first_day)
+        created, completed = await self._per_day(filters.tally(), first_day)
         return [
             (day, created.get(day, 0), completed.get(day, 0)) for day in days(first_day, last_day)
         ]
@@ -409,16 +414,9 @@ class AnalyticsRepository:
         self, filters: Filters, first_day: date, last_day: date
     ) -> list[tuple[date, int, int]]:
         """Per UTC day: tasks created by its end (the scope) and completed by its end (done)."""
-        tally = filters.tally()
-        before = await self.session.execute(
-            select(
-                func.coalesce(func.sum(tally.c.tasks).filter(tally.c.created_day < first_day), 0),
-                func.coalesce(func.sum(tally.c.tasks).filter(tally.c.completed_day < first_day), 0),
-            )
-        )
-        scope, done = before.one()
-        created = await self._per_day(tally, tally.c.created_day, first_day)
-        completed = await self._per_day(tally, tally.c.completed_day, first_day)
+        created, completed = await self._per_day(filters.tally(), first_day)
+        before = first_day - timedelta(days=1)
+        scope, done = created.get(before, 0), completed.get(before, 0)
         rows = []
         for day in days(first_day, last_day):
             scope += created.get(day, 0)
@@ -427,11 +425,27 @@ class AnalyticsRepository:
         return rows
 
     async def _per_day(
-        self, tally: Subquery, day: ColumnElement[date], first_day: date
-    ) -> dict[date, int]:
-        """How many tasks of `tally` have `day` on each UTC day from `first_day` on."""
-        statement = select(day, func.sum(tally.c.tasks)).where(day >= first_day).group_by(day)
-        return {day: count for day, count in await self.session.execute(statement)}
+        self, tally: Subquery, first_day: date
+    ) -> tuple[dict[date, int], dict[date, int]]:
+        """How many tasks of `tally` were created, and completed, on each UTC day from
+        `first_day` on; the days before it all count as the day before it. One statement."""
+        before = literal(first_day - timedelta(days=1), Date)
+
+        def per_day(kind: str, day: ColumnElement[date]) -> Select:
+            bucket = func.greatest(day, before)
+            return (
+                select(literal(kind).label("kind"), bucket, func.sum(tally.c.tasks))
+                .where(day.is_not(None))
+                .group_by(bucket)
+            )
+
+        statement = union_all(
+            per_day("created", tally.c.created_day), per_day("completed", tally.c.completed_day)
+        )
+        counted: dict[str, dict[date, int]] = {"created": {}, "completed": {}}
+        for kind, day, count in await self.session.execute(statement):
+            counted[kind][day] = count
+        return counted["created"], counted["completed"]
 
     async def completed_durations(self, filters: Filters) -> Row:
         """How many tasks are completed, and the PERCENTILES of their lead (created → completed)

@@ -1,5 +1,5 @@
 """task_counts: the counts the answers add up, kept by statement triggers on task_facts; the
-indexes of open tasks by due date and of assignees' completed tasks
+indexes of tags, of open tasks by due date and of assignees' completed tasks
 
 Revision ID: 0002
 Revises: 0001
@@ -68,12 +68,13 @@ def upgrade() -> None:
         unique=True,
         postgresql_nulls_not_distinct=True,
     )
+    op.create_index("ix_task_facts_tags", "task_facts", ["tags"], postgresql_using="gin")
     op.create_index(
         "ix_task_facts_open_due",
         "task_facts",
         ["due_date"],
         postgresql_where=sa.text(
-            "NOT is_deleted AND due_date IS NOT NULL AND status IN ('todo', 'in_progress')"
+            "is_deleted IS false AND due_date IS NOT NULL AND status IN ('todo', 'in_progress')"
         ),
     )
     op.create_index(
@@ -81,7 +82,7 @@ def upgrade() -> None:
         "task_facts",
         ["assigned_to"],
         postgresql_where=sa.text(
-            "NOT is_deleted AND status = 'completed' AND completed_at IS NOT NULL"
+            "is_deleted IS false AND status = 'completed' AND completed_at IS NOT NULL"
             " AND assigned_to IS NOT NULL"
         ),
     )
@@ -123,4 +124,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION count_inserted_tasks()")
     op.drop_index("ix_task_facts_completed_assignee", table_name="task_facts")
     op.drop_index("ix_task_facts_open_due", table_name="task_facts")
+    op.drop_index("ix_task_facts_tags", table_name="task_facts")
     op.drop_table("task_counts")
