@@ -253,7 +253,7 @@ async def main(total: int, requests: int) -> None:
                     timings = await latencies(api, headers, path, params_for, requests)
                     print(report(f"{path} {name}", timings))
 
-            print(f"\n{'the queries alone (no HTTP, no cache)':<32}{'p50 ms':>8}{'p99 ms':>8}")
+            print(f"\n{'queries alone (no HTTP, cache)':<32}{'p50 ms':>8}{'p99 ms':>8}")
             for name, timings in (await model_latencies(analytics.env, requests)).items():
                 print(report(name, timings))
 
