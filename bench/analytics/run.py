@@ -5,7 +5,8 @@ and Redis) and measures:
   - the event handling rate: task.created events applied to the read model per second (from
     the first bulk create until the model holds every task, so it includes the tasks relay);
   - overview, performance and trends p50/p99 through the gateway, uncached (a new filter every
-    request) and cached (the same request again);
+    request), cached (the same request again) and uncached with a tag filter (read from the
+    tasks rather than from task_counts);
   - the backfill: `python -m analytics.rebuild` reading the whole tasks export;
   - the .xlsx export of every task: time, and the analytics process's peak RSS growth.
 
@@ -36,6 +37,7 @@ from starlette.datastructures import State
 from analytics.cache import open_cache
 from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.models import TaskFact
+from analytics.repository import AnalyticsRepository, Filters
 from analytics.settings import AnalyticsSettings
 from bench.tasks.run import fill, percentile
 from taskhub_common.bus import BATCH_SIZE
@@ -129,6 +131,37 @@ async def handler_rates(env: dict[str, str], events: int) -> dict[str, float]:
         await database.dispose()
 
 
+async def model_latencies(env: dict[str, str], n: int) -> dict[str, list[float]]:
+    """The answers' queries alone (the repository on the analytics database, from this
+    process, a new `to` filter each call): what the read model costs without HTTP, the gateway
+    and the cache."""
+    settings = AnalyticsSettings(**{**env, "LOG_LEVEL": "WARNING"})
+    database = Database(settings)
+    today = datetime.now(UTC).date()
+    queries = {
+        "overview": lambda repository, where: repository.overview(where),
+        "performance": lambda repository, where: repository.performance(where),
+        "trends": lambda repository, where: repository.trends(
+            where, today - timedelta(days=29), today
+        ),
+    }
+    timings: dict[str, list[float]] = {}
+    try:
+        for name, query in queries.items():
+            for tag in (None, "team-1"):
+                label = f"{name}{', tag' if tag else ''}"
+                timings[label] = []
+                for i in range(n):
+                    where = Filters(tag=tag, created_to=today + timedelta(days=1 + i))
+                    async with database.sessionmaker() as session:
+                        began = time.perf_counter()
+                        await query(AnalyticsRepository(session), where)
+                        timings[label].append(time.perf_counter() - began)
+        return timings
+    finally:
+        await database.dispose()
+
+
 async def latencies(api: httpx.AsyncClient, headers: dict, path: str, params_for, n: int):
     timings = []
     for i in range(n):
@@ -207,18 +240,22 @@ async def main(total: int, requests: int) -> None:
                 # A different `to` day each request: a distinct cache key, the same rows.
                 return {"to": str(today + timedelta(days=1 + i))}
 
+            def tagged(i: int) -> dict:
+                # A tag filter is answered from the tasks, not from task_counts (decision 0064).
+                return {"tag": "team-1", **uncached(i)}
+
             for path in ("overview", "performance", "trends"):
-                print(
-                    report(
-                        f"{path} uncached", await latencies(api, headers, path, uncached, requests)
-                    )
-                )
-                print(
-                    report(
-                        f"{path} cached",
-                        await latencies(api, headers, path, lambda i: {}, requests),
-                    )
-                )
+                for name, params_for in (
+                    ("uncached", uncached),
+                    ("cached", lambda i: {}),
+                    ("uncached, tag", tagged),
+                ):
+                    timings = await latencies(api, headers, path, params_for, requests)
+                    print(report(f"{path} {name}", timings))
+
+            print(f"\n{'queries alone (no HTTP, cache)':<32}{'p50 ms':>8}{'p99 ms':>8}")
+            for name, timings in (await model_latencies(analytics.env, requests)).items():
+                print(report(name, timings))
 
             print("\nanalytics consumer alone:")
             for name, rate in (await handler_rates(analytics.env, min(total, 5000))).items():

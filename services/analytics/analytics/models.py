@@ -2,9 +2,10 @@
 status and assignee, both fed only by task.* events (and the backfill from the tasks export)."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import ARRAY, DateTime, Index, String, Text
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,6 +40,62 @@ class TaskFact(Base):
         Index("ix_task_facts_created_at", "created_at"),
         Index("ix_task_facts_completed_at", "completed_at"),
         Index("ix_task_facts_assigned_to", "assigned_to"),
+        # The tag filter (`tags @> ARRAY[tag]`).
+        Index("ix_task_facts_tags", "tags", postgresql_using="gin"),
+        # Open tasks past due count as overdue at read time: the sweep keeps them few. The
+        # predicates read as the queries' (`is_deleted IS false`), or the planner cannot use them.
+        Index(
+            "ix_task_facts_open_due",
+            "due_date",
+            postgresql_where=text(
+                "is_deleted IS false AND due_date IS NOT NULL AND status IN ('todo', 'in_progress')"
+            ),
+        ),
+        # The completed tasks of assignees, whose cycle times give performance's medians.
+        Index(
+            "ix_task_facts_completed_assignee",
+            "assigned_to",
+            postgresql_where=text(
+                "is_deleted IS false AND status = 'completed' AND completed_at IS NOT NULL"
+                " AND assigned_to IS NOT NULL"
+            ),
+        ),
+    )
+
+
+class TaskCount(Base):
+    """How many visible tasks share these fields: what overview, performance, trends and
+    burn-up add up instead of reading every task. Kept exact by triggers on task_facts
+    (migration 0002): each statement that inserts or updates facts adds its new rows' keys and
+    subtracts its old rows' keys, in the same transaction. A deleted task counts nowhere."""
+
+    __tablename__ = "task_counts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    created_by: Mapped[uuid.UUID]
+    assigned_to: Mapped[uuid.UUID | None]
+    created_day: Mapped[date]
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[str] = mapped_column(String(20))
+    # The UTC day of completion, for completed tasks with a completion time (else NULL).
+    completed_day: Mapped[date | None]
+    # Completed tasks only: 'none' (no due date), 'on_time' (completed by it) or 'late'.
+    due_kind: Mapped[str | None] = mapped_column(String(10))
+    tasks: Mapped[int]
+
+    __table_args__ = (
+        Index(
+            "ux_task_counts_key",
+            "created_by",
+            "assigned_to",
+            "created_day",
+            "status",
+            "priority",
+            "completed_day",
+            "due_kind",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
     )
 
 

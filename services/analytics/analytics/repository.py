@@ -6,32 +6,39 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Date,
     Float,
     Row,
+    Select,
+    Subquery,
+    Table,
+    Text,
     and_,
-    any_,
+    bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     literal_column,
-    or_,
     select,
     type_coerce,
+    union_all,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.models import Backfill, TaskFact, TaskHistory
+from analytics.models import Backfill, TaskCount, TaskFact, TaskHistory
 from taskhub_common.contracts import TaskData
 from taskhub_common.users import users
 
 facts = TaskFact.__table__
 history = TaskHistory.__table__
+counts = TaskCount.__table__
 
 STATUSES = ("todo", "in_progress", "completed", "overdue")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -84,16 +91,69 @@ class Filters:
         if self.created_by is not None:
             where.append(facts.c.created_by == self.created_by)
         if self.tag is not None:
-            where.append(literal(self.tag) == any_(facts.c.tags))
+            where.append(facts.c.tags.contains([self.tag]))
         if self.created_from is not None:
             where.append(facts.c.created_at >= day_start(self.created_from))
         if self.created_to is not None:
             where.append(facts.c.created_at < day_start(self.created_to + timedelta(days=1)))
         return where
 
+    def tally(self) -> Subquery:
+        """The filtered tasks as (key, tasks) rows: the key is task_counts' (assignee, status,
+        priority, creation day, completion day, due kind), `tasks` how many share it. From
+        task_counts, a few rows per key whatever the number of tasks; a tag filter needs the
+        tasks themselves (a task has several tags), so it reads task_facts, one row per task,
+        the key computed as migration 0002's triggers compute it."""
+        if self.tag is not None:
+            done = and_(*COMPLETED)
+            return (
+                select(
+                    facts.c.assigned_to,
+                    facts.c.status,
+                    facts.c.priority,
+                    utc_day(facts.c.created_at).label("created_day"),
+                    case((done, utc_day(facts.c.completed_at))).label("completed_day"),
+                    case(
+                        (facts.c.status != "completed", None),
+                        (facts.c.due_date.is_(None), "none"),
+                        (facts.c.completed_at <= facts.c.due_date, "on_time"),
+                        else_="late",
+                    ).label("due_kind"),
+                    literal(1).label("tasks"),
+                )
+                .where(*self.conditions())
+                .subquery()
+            )
+        where = []
+        if self.assigned_to is not None:
+            where.append(counts.c.assigned_to == self.assigned_to)
+        if self.created_by is not None:
+            where.append(counts.c.created_by == self.created_by)
+        if self.created_from is not None:
+            where.append(counts.c.created_day >= self.created_from)
+        if self.created_to is not None:
+            where.append(counts.c.created_day <= self.created_to)
+        return (
+            select(
+                counts.c.assigned_to,
+                counts.c.status,
+                counts.c.priority,
+                counts.c.created_day,
+                counts.c.completed_day,
+                counts.c.due_kind,
+                counts.c.tasks,
+            )
+            .where(*where)
+            .subquery()
+        )
+
 
 def days(first_day: date, last_day: date) -> list[date]:
     return [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+
+
+def utc_day(moment: ColumnElement[datetime]) -> ColumnElement[date]:
+    return cast(func.timezone("UTC", moment), Date)
 
 
 def day_start(day: date) -> datetime:
@@ -142,8 +202,25 @@ def _fold(rows: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
     return folded
 
 
+def _names(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
+
+
+def _rows_of(table: Table) -> Select:
+    """The rows of a JSON array bound as `rows`, typed as `table`'s columns: a batch of any size
+    is one parameter of one statement, compiled and prepared once (a multi-row VALUES is a new
+    statement for every number of rows, and its compilation cost more than the batch)."""
+    names = _names(table)
+    incoming = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="incoming", with_types=True)
+    )
+    return select(*(incoming.c[name] for name in names))
+
+
 def _upsert_facts():
-    statement = insert(facts)
+    statement = insert(facts).from_select(_names(facts), _rows_of(facts))
     incoming = statement.excluded
     newer = facts.c.updated_at < incoming.updated_at
     return statement.on_conflict_do_update(
@@ -162,8 +239,10 @@ def _upsert_facts():
 
 
 UPSERT_FACTS = _upsert_facts()
-INSERT_HISTORY = insert(history).on_conflict_do_nothing(
-    index_elements=[history.c.task_id, history.c.changed_at]
+INSERT_HISTORY = (
+    insert(history)
+    .from_select(_names(history), _rows_of(history))
+    .on_conflict_do_nothing(index_elements=[history.c.task_id, history.c.changed_at])
 )
 
 
@@ -174,26 +253,25 @@ class AnalyticsRepository:
     # Writes: order-safe and idempotent (see UPSERT_FACTS).
 
     async def apply(self, tasks: Sequence[TaskData]) -> None:
-        """Take tasks as events or the export describe them (one statement each table). A task
-        described more than once is folded into one row first, as the upsert would fold them
-        one after another (a statement may touch a row only once); rows go in id order, so
-        two writers lock them in the same order."""
+        """Take tasks as events or the export describe them: one statement each table, the
+        batch its one parameter (not one execution per row: task_counts' triggers then run
+        once, on the whole batch). A task described more than once is folded into one row
+        first, as the upsert would fold them one after another (a statement may touch a row
+        only once); rows go in id order, so two writers lock them in the same order."""
         rows = sorted(_fold([fact_values(task) for task in tasks]).values(), key=_by_id)
         if not rows:
             return
-        await self.session.execute(UPSERT_FACTS, rows)
-        await self.session.execute(
-            INSERT_HISTORY,
-            [
-                {
-                    "task_id": task.id,
-                    "changed_at": task.updated_at,
-                    "status": task.status,
-                    "assigned_to": task.assigned_to,
-                }
-                for task in tasks
-            ],
-        )
+        await self.session.execute(UPSERT_FACTS, {"rows": to_json(rows).decode()})
+        changes = [
+            {
+                "task_id": task.id,
+                "changed_at": task.updated_at,
+                "status": task.status,
+                "assigned_to": task.assigned_to,
+            }
+            for task in tasks
+        ]
+        await self.session.execute(INSERT_HISTORY, {"rows": to_json(changes).decode()})
 
     async def backfill_done(self) -> bool:
         return (await self.session.scalar(select(func.count()).select_from(Backfill))) > 0
@@ -206,43 +284,80 @@ class AnalyticsRepository:
     # Reads.
 
     async def overview(self, filters: Filters) -> dict[str, Any]:
-        counts = (
+        tally = filters.tally()
+        # One statement (each round trip costs on a busy machine): the past-due count is an
+        # uncorrelated subquery, run once. No group means no visible task, so none past due.
+        past_due = select(func.count()).select_from(facts).where(*self._past_due(filters))
+        counted = (
             await self.session.execute(
-                select(facts.c.status, facts.c.priority, func.count(), self._overdue_count())
-                .where(*filters.conditions())
-                .group_by(facts.c.status, facts.c.priority)
+                select(
+                    tally.c.status,
+                    tally.c.priority,
+                    func.sum(tally.c.tasks),
+                    past_due.scalar_subquery(),
+                )
+                .group_by(tally.c.status, tally.c.priority)
+                .having(func.sum(tally.c.tasks) > 0)
             )
         ).all()
         by_status = dict.fromkeys(STATUSES, 0)
         by_priority = dict.fromkeys(PRIORITIES, 0)
-        overdue = 0
-        for status, priority, count, late in counts:
+        open_past_due = 0
+        for status, priority, count, late in counted:
             by_status[status] = by_status.get(status, 0) + count
             by_priority[priority] = by_priority.get(priority, 0) + count
-            overdue += late
+            open_past_due = late
         return {
             "total_tasks": sum(by_status.values()),
             "completed": by_status["completed"],
             "in_progress": by_status["in_progress"],
             "todo": by_status["todo"],
-            "overdue": overdue,
+            # Marked overdue by the sweep, or open and past due (the sweep runs every few
+            # minutes; the answer does not wait for it).
+            "overdue": by_status["overdue"] + open_past_due,
             "by_priority": by_priority,
             "by_status": by_status,
         }
 
     @staticmethod
-    def _overdue_count() -> ColumnElement[int]:
-        """Overdue: marked so by the sweep, or open and past due (the sweep runs every few
-        minutes)."""
-        return func.count().filter(
-            or_(
-                facts.c.status == "overdue",
-                and_(facts.c.status.in_(OPEN_STATUSES), facts.c.due_date < func.now()),
-            )
-        )
+    def _past_due(filters: Filters) -> list[ColumnElement[bool]]:
+        """Open tasks past their due date (ix_task_facts_open_due: the sweep keeps them few)."""
+        return [
+            *filters.conditions(),
+            facts.c.due_date.is_not(None),
+            facts.c.status.in_(OPEN_STATUSES),
+            facts.c.due_date < func.now(),
+        ]
 
     async def performance(self, filters: Filters) -> list[Row]:
-        completed = facts.c.status == "completed"
+        tally = filters.tally()
+        completed = tally.c.status == "completed"
+
+        def tasks(*conditions: ColumnElement[bool]) -> ColumnElement[int]:
+            total = func.sum(tally.c.tasks)
+            return func.coalesce(total.filter(*conditions), 0) if conditions else total
+
+        per_user = (
+            select(
+                tally.c.assigned_to.label("user_id"),
+                tasks().label("total_assigned"),
+                tasks(completed).label("completed"),
+                tasks(tally.c.status == "in_progress").label("in_progress"),
+                tasks(tally.c.status == "overdue").label("marked_overdue"),
+                tasks(completed, tally.c.due_kind != "none").label("completed_with_due_date"),
+                tasks(completed, tally.c.due_kind == "on_time").label("completed_on_time"),
+            )
+            .where(tally.c.assigned_to.is_not(None))
+            .group_by(tally.c.assigned_to)
+            .having(func.sum(tally.c.tasks) > 0)
+            .subquery()
+        )
+        past_due = (
+            select(facts.c.assigned_to, func.count().label("tasks"))
+            .where(*self._past_due(filters), facts.c.assigned_to.is_not(None))
+            .group_by(facts.c.assigned_to)
+            .subquery()
+        )
         cycle_hours = (
             func.extract(
                 "epoch",
@@ -250,31 +365,38 @@ class AnalyticsRepository:
             )
             / 3600
         )
-        per_user = (
+        # A median needs the tasks themselves: those of ix_task_facts_completed_assignee.
+        medians = (
             select(
-                facts.c.assigned_to.label("user_id"),
-                func.count().label("total_assigned"),
-                func.count().filter(completed).label("completed"),
-                func.count().filter(facts.c.status == "in_progress").label("in_progress"),
-                self._overdue_count().label("overdue"),
-                func.count()
-                .filter(completed, facts.c.due_date.is_not(None))
-                .label("completed_with_due_date"),
-                func.count()
-                .filter(completed, facts.c.completed_at <= facts.c.due_date)
-                .label("completed_on_time"),
-                func.percentile_cont(0.5)
-                .within_group(cycle_hours)
-                .filter(completed, facts.c.completed_at.is_not(None))
-                .label("median_cycle_time_hours"),
+                facts.c.assigned_to,
+                func.percentile_cont(0.5).within_group(cycle_hours).label("hours"),
             )
-            .where(*filters.conditions(), facts.c.assigned_to.is_not(None))
+            .where(
+                *filters.conditions(),
+                *COMPLETED,
+                facts.c.assigned_to.is_not(None),
+            )
             .group_by(facts.c.assigned_to)
             .subquery()
         )
         statement = (
-            select(per_user, users.c.username, users.c.full_name)
-            .select_from(per_user.outerjoin(users, users.c.id == per_user.c.user_id))
+            select(
+                per_user.c.user_id,
+                per_user.c.total_assigned,
+                per_user.c.completed,
+                per_user.c.in_progress,
+                (per_user.c.marked_overdue + func.coalesce(past_due.c.tasks, 0)).label("overdue"),
+                per_user.c.completed_with_due_date,
+                per_user.c.completed_on_time,
+                medians.c.hours.label("median_cycle_time_hours"),
+                users.c.username,
+                users.c.full_name,
+            )
+            .select_from(
+                per_user.outerjoin(past_due, past_due.c.assigned_to == per_user.c.user_id)
+                .outerjoin(medians, medians.c.assigned_to == per_user.c.user_id)
+                .outerjoin(users, users.c.id == per_user.c.user_id)
+            )
             .order_by(users.c.username, per_user.c.user_id)
         )
         return list((await self.session.execute(statement)).all())
@@ -283,8 +405,7 @@ class AnalyticsRepository:
         self, filters: Filters, first_day: date, last_day: date
     ) -> list[tuple[date, int, int]]:
         """Per UTC day: tasks created, and tasks completed (by completion time) that day."""
-        created = await self._per_day(filters, facts.c.created_at, first_day)
-        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        created, completed = await self._per_day(filters.tally(), first_day)
         return [
             (day, created.get(day, 0), completed.get(day, 0)) for day in days(first_day, last_day)
         ]
@@ -293,11 +414,9 @@ class AnalyticsRepository:
         self, filters: Filters, first_day: date, last_day: date
     ) -> list[tuple[date, int, int]]:
         """Per UTC day: tasks created by its end (the scope) and completed by its end (done)."""
-        start = day_start(first_day)
-        scope = await self._count(filters, facts.c.created_at < start)
-        done = await self._count(filters, *COMPLETED, facts.c.completed_at < start)
-        created = await self._per_day(filters, facts.c.created_at, first_day)
-        completed = await self._per_day(filters, facts.c.completed_at, first_day, COMPLETED)
+        created, completed = await self._per_day(filters.tally(), first_day)
+        before = first_day - timedelta(days=1)
+        scope, done = created.get(before, 0), completed.get(before, 0)
         rows = []
         for day in days(first_day, last_day):
             scope += created.get(day, 0)
@@ -306,24 +425,27 @@ class AnalyticsRepository:
         return rows
 
     async def _per_day(
-        self,
-        filters: Filters,
-        moment: ColumnElement[datetime],
-        first_day: date,
-        conditions: Sequence[ColumnElement[bool]] = (),
-    ) -> dict[date, int]:
-        """How many tasks have `moment` on each UTC day from `first_day` on (an index range)."""
-        day = cast(func.timezone("UTC", moment), Date)
-        statement = (
-            select(day, func.count())
-            .where(*filters.conditions(), *conditions, moment >= day_start(first_day))
-            .group_by(day)
-        )
-        return {day: count for day, count in await self.session.execute(statement)}
+        self, tally: Subquery, first_day: date
+    ) -> tuple[dict[date, int], dict[date, int]]:
+        """How many tasks of `tally` were created, and completed, on each UTC day from
+        `first_day` on; the days before it all count as the day before it. One statement."""
+        before = literal(first_day - timedelta(days=1), Date)
 
-    async def _count(self, filters: Filters, *conditions: ColumnElement[bool]) -> int:
-        statement = select(func.count()).where(*filters.conditions(), *conditions)
-        return await self.session.scalar(statement.select_from(facts)) or 0
+        def per_day(kind: str, day: ColumnElement[date]) -> Select:
+            bucket = func.greatest(day, before)
+            return (
+                select(literal(kind).label("kind"), bucket, func.sum(tally.c.tasks))
+                .where(day.is_not(None))
+                .group_by(bucket)
+            )
+
+        statement = union_all(
+            per_day("created", tally.c.created_day), per_day("completed", tally.c.completed_day)
+        )
+        counted: dict[str, dict[date, int]] = {"created": {}, "completed": {}}
+        for kind, day, count in await self.session.execute(statement):
+            counted[kind][day] = count
+        return counted["created"], counted["completed"]
 
     async def completed_durations(self, filters: Filters) -> Row:
         """How many tasks are completed, and the PERCENTILES of their lead (created → completed)
