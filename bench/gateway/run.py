@@ -13,6 +13,11 @@ Prints req/s (median of the rounds), p50 and p99 (all rounds), and gateway/direc
 Asserts nothing. Aims: gateway >= 0.85x direct on every endpoint; the composed task view
 within 1.5x of a plain task read; the cached list page ~1,000 req/s through the gateway.
 
+Figures, 2026-11-29, a quiet machine (load 2-3), gateway/direct req/s: distributed list 0.58x
+(548 req/s), filtered 0.74x, composed 0.62x, /me 0.73x, POST 0.73x; embedded 0.59x (554),
+0.66x, 0.64x, 0.83x, 0.74x; composed / plain task read p50 1.83x and 1.75x; the ceiling
+1,109-1,167 req/s (its client shares the two cores).
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
