@@ -2,14 +2,15 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pydantic_core
 from alembic import command
 from alembic.config import Config
 from fastapi import Request
-from sqlalchemy import URL, event, text
+from sqlalchemy import URL, Select, Table, Text, bindparam, cast, column, event, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -129,3 +130,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with database.sessionmaker() as session:
         request.state.db_session = session
         yield session
+
+
+def json_rows(table: Table, names: Sequence[str]) -> Select:
+    """The rows of a JSON array bound as `rows`, typed as `table`'s columns `names`: a batch of
+    any size is one parameter of one statement, compiled and prepared once (a multi-row VALUES
+    is a new statement for every number of rows, and its compilation cost more than the batch),
+    parsed by PostgreSQL in one pass."""
+    incoming = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="incoming", with_types=True)
+    )
+    return select(*(incoming.c[name] for name in names))

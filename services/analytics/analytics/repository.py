@@ -16,12 +16,9 @@ from sqlalchemy import (
     Select,
     Subquery,
     Table,
-    Text,
     and_,
-    bindparam,
     case,
     cast,
-    column,
     func,
     literal,
     literal_column,
@@ -29,11 +26,12 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics.models import Backfill, TaskCount, TaskFact, TaskHistory
 from taskhub_common.contracts import TaskData
+from taskhub_common.db import json_rows
 from taskhub_common.users import users
 
 facts = TaskFact.__table__
@@ -206,21 +204,8 @@ def _names(table: Table) -> list[str]:
     return [column.name for column in table.columns]
 
 
-def _rows_of(table: Table) -> Select:
-    """The rows of a JSON array bound as `rows`, typed as `table`'s columns: a batch of any size
-    is one parameter of one statement, compiled and prepared once (a multi-row VALUES is a new
-    statement for every number of rows, and its compilation cost more than the batch)."""
-    names = _names(table)
-    incoming = (
-        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
-        .table_valued(*(column(name, table.c[name].type) for name in names))
-        .render_derived(name="incoming", with_types=True)
-    )
-    return select(*(incoming.c[name] for name in names))
-
-
 def _upsert_facts():
-    statement = insert(facts).from_select(_names(facts), _rows_of(facts))
+    statement = insert(facts).from_select(_names(facts), json_rows(facts, _names(facts)))
     incoming = statement.excluded
     newer = facts.c.updated_at < incoming.updated_at
     return statement.on_conflict_do_update(
@@ -241,7 +226,7 @@ def _upsert_facts():
 UPSERT_FACTS = _upsert_facts()
 INSERT_HISTORY = (
     insert(history)
-    .from_select(_names(history), _rows_of(history))
+    .from_select(_names(history), json_rows(history, _names(history)))
     .on_conflict_do_nothing(index_elements=[history.c.task_id, history.c.changed_at])
 )
 

@@ -10,12 +10,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Enum,
-    Insert,
     Select,
-    Table,
-    Text,
-    bindparam,
-    cast,
     delete,
     func,
     insert,
@@ -35,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.sql import Subquery
 
+from taskhub_common.db import json_rows
 from taskhub_common.errors import invalid_field
 from taskhub_common.users import users
 from tasks.models import Tag, Task, TaskStatus, task_tags
@@ -106,15 +102,6 @@ TAGS_JSON = type_coerce(
 )
 
 
-def _insert_json_rows(table: Table, names: tuple[str, ...]) -> Insert:
-    """INSERT of a batch given as one JSON array (bind `rows`): PostgreSQL types each field by
-    the table's row type and parses the whole batch in one pass (no parameters per row)."""
-    records = func.json_populate_recordset(
-        literal_column(f"NULL::{table.name}"), cast(bindparam("rows", type_=Text), JSON)
-    ).table_valued(*names)
-    return insert(table).from_select(names, select(*(records.c[name] for name in names)))
-
-
 # What a new task is given; the other columns take their defaults.
 NEW_TASK_COLUMNS = (
     "id",
@@ -129,8 +116,14 @@ NEW_TASK_COLUMNS = (
     "created_by",
     "assigned_to",
 )
-_INSERT_TASKS = _insert_json_rows(Task.__table__, NEW_TASK_COLUMNS).returning(*Task.__table__.c)
-_INSERT_TASK_TAGS = _insert_json_rows(task_tags, ("task_id", "tag_id"))
+_INSERT_TASKS = (
+    insert(Task.__table__)
+    .from_select(NEW_TASK_COLUMNS, json_rows(Task.__table__, NEW_TASK_COLUMNS))
+    .returning(*Task.__table__.c)
+)
+_INSERT_TASK_TAGS = insert(task_tags).from_select(
+    ("task_id", "tag_id"), json_rows(task_tags, ("task_id", "tag_id"))
+)
 
 
 def _view_select(page: Subquery | None = None) -> Select:
