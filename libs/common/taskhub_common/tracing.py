@@ -8,7 +8,9 @@ keeps the writer's `traceparent`, the relay publishes under a producer span of t
 (`handling`), so what a handler writes, calls or publishes joins the same trace. A batch of
 events handled in one transaction is one consumer span linked to each event's trace
 (`handling_batch`, as OpenTelemetry's messaging conventions do for batches); a batch of one is
-handled alone, as a child of its trace.
+handled alone, as a child of its trace. A round of background work (a clock's tick, a batch of
+mail) is a trace of its own (`background`), linked to the traces that caused what it handles
+(`link_to`).
 
 Off, nothing is instrumented (spans cost about as much as the rest of a small request,
 decision 0081): the gateway forwards the client's `traceparent` (or the one it made) as it is,
@@ -17,7 +19,7 @@ so the log lines of every service still share the request's trace id.
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 from fastapi import FastAPI
@@ -30,7 +32,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from taskhub_common.events import EXCHANGE
-from taskhub_common.logs import request_id_var, traceparent_var
+from taskhub_common.logs import new_traceparent, request_id_var, traceparent_var
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -175,3 +177,29 @@ def handling_batch(queue: str, headers: list[Mapping[str, object]]) -> Iterator[
         attributes=_messaging("process", queue, {"messaging.batch.message_count": len(headers)}),
     ):
         yield
+
+
+@contextlib.contextmanager
+def background(name: str) -> Iterator[None]:
+    """A round of background work as a trace of its own, so that its log lines and the calls it
+    makes name one: a root span with tracing on, else a new `traceparent` for the log lines."""
+    provider = tracer_provider()
+    if provider is None:
+        traceparent = traceparent_var.set(new_traceparent())
+        try:
+            yield
+        finally:
+            traceparent_var.reset(traceparent)
+        return
+    with provider.get_tracer("taskhub.background").start_as_current_span(name, context=Context()):
+        yield
+
+
+def link_to(traceparents: Iterable[str | None]) -> None:
+    """Link the current span to the traces that caused the work it is doing (as a batch does)."""
+    span = trace.get_current_span()
+    for traceparent in traceparents:
+        if traceparent:
+            cause = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent}))
+            if cause.get_span_context().is_valid:
+                span.add_link(cause.get_span_context())

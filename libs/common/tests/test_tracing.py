@@ -13,7 +13,13 @@ from opentelemetry.trace import SpanKind
 
 from taskhub_common.logs import JsonFormatter, trace_headers, traceparent_var
 from taskhub_common.testing import recorded_spans
-from taskhub_common.tracing import handling_batch, tracer_provider, use_tracer_provider
+from taskhub_common.tracing import (
+    background,
+    handling_batch,
+    link_to,
+    tracer_provider,
+    use_tracer_provider,
+)
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -126,3 +132,30 @@ def test_without_tracing_a_batch_costs_no_span() -> None:
     use_tracer_provider(None)
     with handling_batch("notifier.events", [{"traceparent": TRACEPARENT}]):
         assert traceparent_var.get() is None
+
+
+def test_a_round_of_background_work_is_a_trace_of_its_own() -> None:
+    with (
+        recorded_spans() as exporter,
+        tracer_provider().get_tracer("test").start_as_current_span("cause") as cause,
+    ):
+        traceparent = trace_headers()["traceparent"]
+        with background("mail batch"):
+            link_to([traceparent, None])
+            line = log_line()
+    (round_,) = [span for span in exporter.get_finished_spans() if span.name == "mail batch"]
+    assert round_.parent is None, "not a child of whatever ran around it"
+    assert round_.context.trace_id != cause.get_span_context().trace_id
+    assert line["trace_id"] == f"{round_.context.trace_id:032x}"
+    assert [link.context.span_id for link in round_.links] == [cause.get_span_context().span_id]
+
+
+def test_without_tracing_a_background_round_still_names_a_trace_in_its_lines() -> None:
+    use_tracer_provider(None)
+    with background("overdue sweep"):
+        first = log_line()
+    with background("overdue sweep"):
+        second = log_line()
+    assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
+    assert first["trace_id"] != second["trace_id"]
+    assert "trace_id" not in log_line()

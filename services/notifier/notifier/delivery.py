@@ -20,6 +20,7 @@ from notifier.repository import (
 from taskhub_common.contracts import NOTIFICATION_CREATED, NotificationData
 from taskhub_common.db import after_commit
 from taskhub_common.events import EventEnvelope
+from taskhub_common.logs import current_traceparent
 from taskhub_common.outbox import add_events
 
 
@@ -109,6 +110,7 @@ class Dispatcher:
         if created:
             await add_events(session, [self._created_event(notice) for notice in created])
         now = datetime.now(UTC)
+        traceparent = current_traceparent()
         queued = await MailRepository(session).add_many(
             [
                 {
@@ -121,6 +123,7 @@ class Dispatcher:
                     "body": notice.message,
                     "dedupe_key": f"{notice.email_key}:{user_id}" if notice.email_key else None,
                     "send_after": quiet_until(now, settings[notice.type, user_id]) or now,
+                    "traceparent": traceparent,
                 }
                 for notice, user_ids in wanted
                 for user_id in user_ids

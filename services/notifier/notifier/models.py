@@ -133,6 +133,8 @@ class MailMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Given up after MAIL_MAX_ATTEMPTS; kept for inspection.
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The trace that queued the message: the batch that sends it links to it.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         UniqueConstraint("cause_id", "user_id", name="uq_mail_outbox_cause_user"),

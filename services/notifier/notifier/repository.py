@@ -218,6 +218,7 @@ class OutgoingMail:
     body: str
     attempts: int
     address: str | None
+    traceparent: str | None
 
 
 mail_outbox = MailMessage.__table__
@@ -265,6 +266,7 @@ class MailRepository:
                 body=row.body,
                 attempts=row.attempts,
                 address=row.email,
+                traceparent=row.traceparent,
             )
             for row in rows
         ]

@@ -14,6 +14,7 @@ from notifier.mailer import Transport, build_message, make_transport
 from notifier.repository import (
     ClockRepository,
     MailRepository,
+    OutgoingMail,
     ReminderRepository,
     TaskStateRepository,
 )
@@ -21,6 +22,7 @@ from notifier.settings import NotifierSettings
 from taskhub_common import deleted_tasks
 from taskhub_common.db import Database, run_after_commit
 from taskhub_common.tasks_client import TasksClient
+from taskhub_common.tracing import background, link_to
 
 logger = logging.getLogger(__name__)
 
@@ -69,29 +71,35 @@ class MailWorker:
             claimed = await outbox.claim(self.batch_size)
             if not claimed:
                 return 0
-            ready = [mail for mail in claimed if mail.address]
-            for mail in claimed:
-                if not mail.address:
-                    # The user.* event with the address is still on its way.
-                    await self._failed(outbox, mail.id, mail.attempts, "address not known yet")
-            if not ready:
-                return len(claimed)
-            try:
-                results = await self.transport.send(
-                    [build_message(mail, self.settings) for mail in ready]
-                )
-            except Exception as exc:
-                logger.warning("mail server unavailable: %r", exc)
-                for mail in ready:
-                    await self._failed(outbox, mail.id, mail.attempts, repr(exc))
-                return len(claimed)
-            await outbox.mark_sent(
-                [mail.id for mail, error in zip(ready, results, strict=True) if error is None]
-            )
-            for mail, error in zip(ready, results, strict=True):
-                if error is not None:
-                    await self._failed(outbox, mail.id, mail.attempts, repr(error))
+            with background("mail batch"):
+                link_to(mail.traceparent for mail in claimed)
+                await self._send(outbox, claimed)
         return len(claimed)
+
+    async def _send(self, outbox: MailRepository, claimed: list[OutgoingMail]) -> None:
+        """Send what was claimed and record each outcome, in the claim's transaction."""
+        ready = [mail for mail in claimed if mail.address]
+        for mail in claimed:
+            if not mail.address:
+                # The user.* event with the address is still on its way.
+                await self._failed(outbox, mail.id, mail.attempts, "address not known yet")
+        if not ready:
+            return
+        try:
+            results = await self.transport.send(
+                [build_message(mail, self.settings) for mail in ready]
+            )
+        except Exception as exc:
+            logger.warning("mail server unavailable: %r", exc)
+            for mail in ready:
+                await self._failed(outbox, mail.id, mail.attempts, repr(exc))
+            return
+        await outbox.mark_sent(
+            [mail.id for mail, error in zip(ready, results, strict=True) if error is None]
+        )
+        for mail, error in zip(ready, results, strict=True):
+            if error is not None:
+                await self._failed(outbox, mail.id, mail.attempts, repr(error))
 
     async def _failed(
         self, outbox: MailRepository, mail_id: uuid.UUID, attempts: int, error: str
@@ -149,11 +157,13 @@ async def tick_overdue_clock(database: Database, tasks: TasksClient, interval: f
 
 
 async def _every(seconds: float, what: str, round_) -> None:
+    """Run `round_` every `seconds`, each round a trace of its own."""
     while True:
-        try:
-            await round_()
-        except Exception:
-            logger.exception("%s failed", what)
+        with background(what):
+            try:
+                await round_()
+            except Exception:
+                logger.exception("%s failed", what)
         await asyncio.sleep(seconds)
 
 

@@ -19,7 +19,8 @@ from notifier.delivery import Notice
 from notifier.mailer import SmtpTransport
 from notifier.models import NotificationType
 from notifier.workers import MailWorker
-from taskhub_common.testing import bearer, new_user, wait_in_directory
+from taskhub_common.testing import bearer, new_user, recorded_spans, wait_in_directory
+from taskhub_common.tracing import tracer_provider
 
 from .conftest import (
     APP_URL,
@@ -165,6 +166,30 @@ async def test_a_message_waits_for_its_recipients_address(
         )
     (message,) = await wait_mail(mail_sink, "late@example.com")
     assert message["Subject"] == "[TaskHub] New task assigned"
+
+
+async def test_a_batch_of_mail_is_a_trace_linked_to_each_message_cause(
+    app: FastAPI, mail_sink: MailSink, bob
+) -> None:
+    settings = app.state.settings
+    worker = MailWorker(app.state.database, SmtpTransport(settings), settings, asyncio.Event())
+    with recorded_spans() as spans:
+        causes = []
+        for index in range(2):
+            with tracer_provider().get_tracer("test").start_as_current_span("cause") as cause:
+                causes.append(cause.get_span_context())
+                async with app.state.database.sessionmaker() as session, session.begin():
+                    await app.state.dispatcher.deliver(
+                        session, notice(index), [uuid.UUID(bob[0]["id"])]
+                    )
+        # The app's own worker may take either message first: the batches' links, together.
+        while await worker.send_batch():
+            pass
+        await wait_mail(mail_sink, bob[0]["email"], 2)
+    batches = [span for span in spans.get_finished_spans() if span.name == "mail batch"]
+    assert batches and all(batch.parent is None for batch in batches)
+    linked = {(link.context.trace_id, link.context.span_id) for b in batches for link in b.links}
+    assert linked == {(cause.trace_id, cause.span_id) for cause in causes}
 
 
 @pytest.fixture
