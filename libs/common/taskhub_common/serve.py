@@ -1,20 +1,25 @@
 """The container image's entrypoint: one service of the suite per process.
 
-`SERVICE=tasks python -m taskhub_common.serve` runs `uvicorn tasks.app:create_app --factory` on
-the registry's port; `... serve --migrate` only brings the service's schema to head and exits
-(the Kubernetes init container, decision 0080). The gateway is not in the registry's SERVICES
-(it is the one that reads it), so it is named here.
+`SERVICE=tasks python -m taskhub_common.serve` runs uvicorn with `tasks.app:create_app` on the
+registry's port, in this process (so that it receives the container's SIGTERM), with the
+service's logging set up before uvicorn's first line; `... serve --migrate` only brings the
+service's schema to head and exits (the Kubernetes init container, decision 0080). The gateway
+is not in the registry's SERVICES (it is the one that reads it), so it is named here.
 """
 
 import argparse
 import asyncio
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import uvicorn
+
+from taskhub_common.logs import configure_logging
 from taskhub_common.registry import GATEWAY_PORT, SERVICES
+from taskhub_common.settings import ServiceSettings
 
 # uvicorn's --timeout-graceful-shutdown; a pod's terminationGracePeriodSeconds must exceed it.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -47,24 +52,20 @@ def target(name: str) -> Target:
     raise SystemExit(f"SERVICE={name!r} is not a TaskHub service (one of: {known})")
 
 
-def uvicorn_argv(chosen: Target, host: str, port: int | None = None) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        chosen.app_factory,
-        "--factory",
-        "--host",
-        host,
-        "--port",
-        str(port or chosen.port),
+def uvicorn_options(chosen: Target, host: str, port: int | None = None) -> dict[str, Any]:
+    return {
+        "app": chosen.app_factory,
+        "factory": True,
+        "host": host,
+        "port": port or chosen.port,
+        # The service's own logging (configure_logging), not uvicorn's plain-text default.
+        "log_config": None,
         # RequestContextMiddleware writes the access line, with the request id.
-        "--no-access-log",
+        "access_log": False,
         # The gateway decides whom to believe (TRUSTED_PROXIES, decision 0051), not uvicorn.
-        "--no-proxy-headers",
-        "--timeout-graceful-shutdown",
-        str(GRACEFUL_SHUTDOWN_SECONDS),
-    ]
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
 
 
 def migrations_dir(chosen: Target) -> Path | None:
@@ -79,7 +80,6 @@ def migrations_dir(chosen: Target) -> Path | None:
 async def migrate(chosen: Target) -> bool:
     """Bring the service's schema to head (under the same advisory lock as at start-up)."""
     from taskhub_common.db import Database
-    from taskhub_common.settings import ServiceSettings
 
     directory = migrations_dir(chosen)
     if directory is None:
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{chosen.name}: {'schema at head' if migrated else 'no database'}")
         return
     port = int(os.environ["PORT"]) if os.environ.get("PORT") else None
-    command = uvicorn_argv(chosen, os.environ.get("HOST", "0.0.0.0"), port)  # noqa: S104
-    # exec: uvicorn itself receives the container's SIGTERM and shuts down gracefully.
-    os.execv(command[0], command)  # noqa: S606
+    settings = ServiceSettings(SERVICE_NAME=chosen.name)
+    configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL, settings.LOG_FORMAT)
+    uvicorn.run(**uvicorn_options(chosen, os.environ.get("HOST", "0.0.0.0"), port))  # noqa: S104
 
 
 if __name__ == "__main__":

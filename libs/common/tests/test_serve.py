@@ -1,5 +1,7 @@
 import asyncio
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -7,7 +9,12 @@ from sqlalchemy import text
 
 from taskhub_common.db import Database
 from taskhub_common.registry import GATEWAY_PORT, SERVICES
-from taskhub_common.serve import GRACEFUL_SHUTDOWN_SECONDS, migrations_dir, target, uvicorn_argv
+from taskhub_common.serve import (
+    GRACEFUL_SHUTDOWN_SECONDS,
+    migrations_dir,
+    target,
+    uvicorn_options,
+)
 from taskhub_common.settings import ServiceSettings
 from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, recreate_database
 
@@ -16,19 +23,39 @@ DATABASE = "taskhub_test_serve"
 
 def test_each_registry_service_runs_its_app_factory_on_its_port() -> None:
     for entry in SERVICES:
-        argv = uvicorn_argv(target(entry.name), "127.0.0.1")
-        assert argv[1:5] == ["-m", "uvicorn", entry.app_factory, "--factory"]
-        assert "--no-proxy-headers" in argv
-        assert argv[argv.index("--port") + 1] == str(entry.port)
-        assert argv[argv.index("--timeout-graceful-shutdown") + 1] == str(GRACEFUL_SHUTDOWN_SECONDS)
+        options = uvicorn_options(target(entry.name), "127.0.0.1")
+        assert (options["app"], options["factory"]) == (entry.app_factory, True)
+        assert options["proxy_headers"] is False
+        assert options["port"] == entry.port
+        assert options["timeout_graceful_shutdown"] == GRACEFUL_SHUTDOWN_SECONDS
 
 
 def test_the_gateway_is_served_too_and_port_can_be_overridden() -> None:
-    argv = uvicorn_argv(target("gateway"), "127.0.0.1")
-    assert "gateway.app:create_app" in argv
-    assert argv[argv.index("--port") + 1] == str(GATEWAY_PORT)
-    overridden = uvicorn_argv(target("gateway"), "127.0.0.1", 9000)
-    assert overridden[overridden.index("--port") + 1] == "9000"
+    options = uvicorn_options(target("gateway"), "127.0.0.1")
+    assert options["app"] == "gateway.app:create_app"
+    assert options["port"] == GATEWAY_PORT
+    assert uvicorn_options(target("gateway"), "127.0.0.1", 9000)["port"] == 9000
+
+
+def test_uvicorns_own_first_lines_are_json_lines_of_the_service() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskhub_common.serve"],
+        env={**os.environ, "SERVICE": "gateway", "PORT": str(port), "LOG_FORMAT": "json"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = json.loads(process.stderr.readline())
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert first["service"] == "gateway"
+    assert first["logger"].startswith("uvicorn")
+    assert "Started server process" in first["message"]
 
 
 def test_an_unknown_service_is_refused_with_the_known_names() -> None:
