@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     type_coerce,
     union_all,
 )
@@ -231,6 +232,16 @@ INSERT_HISTORY = (
 )
 
 
+# Writers of the model take turns, a transaction at a time (decision 0065). One upsert locks
+# facts in id order, then its triggers lock count rows in key order: two such statements cannot
+# deadlock. But a consumer transaction may upsert twice (its batch's task events split by a
+# user event) and holds the first upsert's count rows meanwhile; a rebuild page locking a task
+# of the second upsert would then wait for those rows while the consumer waits for the task.
+# Taken before any row lock and held to commit, the lock leaves no such cycle. Keyed by
+# task_facts' oid: one lock per schema.
+WRITERS_ONE_AT_A_TIME = text("SELECT pg_advisory_xact_lock('task_facts'::regclass::oid::bigint)")
+
+
 class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -246,6 +257,7 @@ class AnalyticsRepository:
         rows = sorted(_fold([fact_values(task) for task in tasks]).values(), key=_by_id)
         if not rows:
             return
+        await self.session.execute(WRITERS_ONE_AT_A_TIME)
         await self.session.execute(UPSERT_FACTS, {"rows": to_json(rows).decode()})
         changes = [
             {
