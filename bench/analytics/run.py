@@ -1,7 +1,11 @@
 """Analytics benchmark: N tasks through the tasks bulk endpoint, then the analytics service.
 
 Runs the distributed stack (one uvicorn process per service on the local PostgreSQL, RabbitMQ
-and Redis) and measures:
+and Redis). The tasks are a team's: 20 assignees (90% of tasks assigned), a third done at
+creation and 2% of the rest completed minutes later through the API (so cycle times vary),
+due dates ahead, behind or none (open tasks past due are swept to overdue, as the notifier's
+scanner does), one or two of 20 tags. All are created today: the API sets creation times.
+It measures:
   - the event handling rate: task.created events applied to the read model per second (from
     the first bulk create until the model holds every task, so it includes the tasks relay);
   - overview, performance and trends p50/p99 through the gateway, uncached (a new filter every
@@ -19,12 +23,14 @@ Prints figures; asserts nothing. Aims: p50 < 20 ms, > 2,000 events/s, export of 
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,16 +45,88 @@ from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.models import TaskFact
 from analytics.repository import AnalyticsRepository, Filters
 from analytics.settings import AnalyticsSettings
-from bench.tasks.run import fill, percentile
+from bench.tasks.run import PRIORITIES, WORDS, percentile
 from taskhub_common.bus import BATCH_SIZE
 from taskhub_common.consumer import EventConsumer
 from taskhub_common.contracts import TASK_UPDATED, TaskData
 from taskhub_common.db import Database
 from taskhub_common.events import EventEnvelope
+from taskhub_common.tasks_client import TasksClient
 from taskhub_common.testing import PG_HOST, PG_PORT, PG_USER, new_user, recreate_database
 from tests.e2e.stack import REPO, Stack
 
 DATABASE = "taskhub_bench_analytics"
+
+
+ASSIGNEES = 20
+TAGS = 20
+
+
+def task_batch(start: int, size: int, people: list[str]) -> list[dict]:
+    """Tasks as a team makes them: most assigned (to one of `people`), a third done, open or
+    done past their due date, one or two tags of TAGS."""
+    rng = random.Random(start)  # noqa: S311 - test data, not secrets
+    now = datetime.now(UTC)
+    batch = []
+    for i in range(size):
+        ahead, behind = timedelta(days=rng.uniform(1, 30)), timedelta(days=rng.uniform(1, 10))
+        due = rng.choice([None, None, now + ahead, now - behind])
+        batch.append(
+            {
+                "title": f"{rng.choice(WORDS)} {rng.choice(WORDS)} #{start + i}",
+                "description": " ".join(rng.choices(WORDS, k=12)),
+                "priority": rng.choice(PRIORITIES),
+                "status": rng.choices(["todo", "in_progress", "completed"], [3, 3, 4])[0],
+                "due_date": due.isoformat() if due else None,
+                "assigned_to": rng.choice(people) if rng.random() < 0.9 else None,
+                "tags": [f"team-{n}" for n in rng.sample(range(1, TAGS + 1), rng.randint(1, 2))],
+            }
+        )
+    return batch
+
+
+async def fill(api: httpx.AsyncClient, headers: dict, total: int, people: list[str]) -> None:
+    run = uuid.uuid4().hex
+    for start in range(0, total, 1000):
+        batch = task_batch(start, min(1000, total - start), people)
+        # On a loaded machine the gateway may give up on a bulk create (504) that goes on to
+        # commit: the retry carries the same Idempotency-Key, so each batch is created once.
+        keyed = {**headers, "Idempotency-Key": f"bench-{run}-{start}"}
+        for _ in range(5):
+            response = await api.post("/api/tasks/bulk", headers=keyed, json={"tasks": batch})
+            if response.status_code not in (409, 502, 503, 504):
+                break
+            await asyncio.sleep(1)
+        response.raise_for_status()
+
+
+async def register_people(api: httpx.AsyncClient, count: int) -> list[str]:
+    """`count` users, once the tasks service knows them all (they may then be assignees)."""
+    people = []
+    for _ in range(count):
+        response = await api.post("/api/auth/register", json=new_user())
+        response.raise_for_status()
+        people.append(response.json()["user"]["id"])
+    return people
+
+
+async def complete_later(
+    api: httpx.AsyncClient, headers: dict, connection: asyncpg.Connection, count: int
+) -> None:
+    """`count` tasks in progress since their creation completed now, a few at a time: cycle
+    times of some minutes beside the bulk-created completed tasks' zero."""
+    ids = await connection.fetch(
+        "SELECT id FROM tasks.tasks WHERE status = 'in_progress' ORDER BY id LIMIT $1", count
+    )
+    queue = iter(ids)
+
+    async def worker() -> None:
+        for row in queue:
+            url = f"/api/tasks/{row['id']}"
+            response = await api.put(url, headers=headers, json={"status": "completed"})
+            response.raise_for_status()
+
+    await asyncio.gather(*(worker() for _ in range(10)))
 
 
 async def model_size(connection: asyncpg.Connection) -> int:
@@ -58,6 +136,36 @@ async def model_size(connection: asyncpg.Connection) -> int:
 async def wait_for_model(connection: asyncpg.Connection, total: int) -> None:
     while await model_size(connection) < total:  # noqa: ASYNC110 - polling another process
         await asyncio.sleep(0.05)
+
+
+async def wait_for_directory(connection: asyncpg.Connection, people: list[str]) -> None:
+    """Until the tasks service's directory holds every one of `people`."""
+    query = "SELECT count(*) FROM tasks.users WHERE id = ANY($1::uuid[])"
+    while await connection.fetchval(query, people) < len(people):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_events(connection: asyncpg.Connection) -> None:
+    """Until the tasks outbox is sent and the read model holds every task's last version."""
+    behind = """
+        SELECT (SELECT count(*) FROM tasks.outbox WHERE sent_at IS NULL)
+             + (SELECT count(*) FROM tasks.tasks t JOIN analytics.task_facts f USING (id)
+                WHERE f.updated_at < t.updated_at)"""
+    while await connection.fetchval(behind):  # noqa: ASYNC110 - polling other processes
+        await asyncio.sleep(0.5)
+
+
+async def describe_model(connection: asyncpg.Connection) -> str:
+    statuses = await connection.fetch(
+        "SELECT status, count(*) AS n FROM analytics.task_facts GROUP BY 1 ORDER BY 1"
+    )
+    assigned = await connection.fetchval(
+        "SELECT count(*) FROM analytics.task_facts WHERE assigned_to IS NOT NULL"
+    )
+    keys = await connection.fetchval("SELECT count(*) FROM analytics.task_counts")
+    tag_keys = await connection.fetchval("SELECT count(*) FROM analytics.task_tag_counts")
+    by_status = ", ".join(f"{row['status']} {row['n']}" for row in statuses)
+    return f"{by_status}; {assigned} assigned; {keys} task_counts, {tag_keys} task_tag_counts rows"
 
 
 async def handler_rates(env: dict[str, str], events: int) -> dict[str, float]:
@@ -210,7 +318,12 @@ async def main(total: int, requests: int) -> None:
         "distributed",
         workdir,
         database=DATABASE,
-        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"},
+        extra_env={
+            "RATE_LIMIT_DEFAULT": "1000000/minute",
+            # The assignees register through the gateway too.
+            "RATE_LIMIT_AUTH": "1000/minute",
+            "LOG_LEVEL": "WARNING",
+        },
         # Seven processes importing at once on a busy machine can take minutes.
         start_timeout=600,
     )
@@ -224,14 +337,23 @@ async def main(total: int, requests: int) -> None:
         async with httpx.AsyncClient(base_url=base_url, timeout=120) as api:
             account = (await api.post("/api/auth/register", json=new_user())).json()
             headers = {"Authorization": f"Bearer {account['access_token']}"}
+            people = await register_people(api, ASSIGNEES)
+            await wait_for_directory(connection, people)
             began = time.perf_counter()
-            await fill(api, headers, total)
+            await fill(api, headers, total, people)
             filled = time.perf_counter() - began
             await wait_for_model(connection, total)
             applied = time.perf_counter() - began
             print(f"{total} tasks: bulk-created in {filled:.1f} s, all in the read model after")
             print(f"  {applied:.1f} s: {total / applied:.0f} task events/s end to end")
-            await connection.execute("ANALYZE analytics.task_facts")
+            # As the notifier's scanner does every few minutes: open tasks past due -> overdue.
+            settings = AnalyticsSettings(**analytics.env)
+            async with httpx.AsyncClient(base_url=settings.TASKS_URL, timeout=120) as tasks_api:
+                await TasksClient(tasks_api, settings.SECRET_KEY).sweep_overdue()
+            await complete_later(api, headers, connection, min(total // 50, 2000))
+            await wait_for_events(connection)
+            await connection.execute("VACUUM ANALYZE analytics.task_facts")
+            print(f"  the model: {await describe_model(connection)}")
 
             today = datetime.now(UTC).date()
             print(f"\n{'through the gateway':<32}{'p50 ms':>8}{'p99 ms':>8}")

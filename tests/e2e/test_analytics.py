@@ -4,7 +4,7 @@ events, so every check of a fresh change waits a moment for it."""
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -33,7 +33,8 @@ async def answer(api: httpx.AsyncClient, account: dict, path: str, **params: str
 async def test_a_task_created_then_completed_shows_within_seconds(api: httpx.AsyncClient) -> None:
     account = await register(api)
     mine = {"created_by": account["id"]}
-    task = await create_task(api, account["headers"], assigned_to=account["id"], tags=[word()])
+    tag = word()
+    task = await create_task(api, account["headers"], assigned_to=account["id"], tags=[tag])
     done = await api.put(
         f"/api/tasks/{task['id']}", headers=account["headers"], json={"status": "completed"}
     )
@@ -64,15 +65,44 @@ async def test_a_task_created_then_completed_shows_within_seconds(api: httpx.Asy
         "by_status",
     }
     performance = (await answer(api, account, "performance", **mine))[0]
-    assert performance["completion_rate"] == 100.0
-    assert set(performance) >= {"user_id", "full_name", "total_assigned", "in_progress"}
-    assert len(await answer(api, account, "trends", **mine)) == 30
+    assert performance["completion_rate"] == 100.0 and performance["on_time_rate"] is None
+    assert set(performance) == {
+        "user_id",
+        "username",
+        "full_name",
+        "total_assigned",
+        "completed",
+        "in_progress",
+        "completion_rate",
+        "overdue",
+        "on_time_rate",
+        "median_cycle_time_hours",
+    }
+    trends = await answer(api, account, "trends", **mine)
+    assert len(trends) == 30 and set(trends[0]) == {"date", "created", "completed"}
     burnup = await answer(api, account, "burnup", days="7", **mine)
-    assert burnup[-1]["scope"] == burnup[-1]["done"] == 1 and len(burnup) == 7
+    assert burnup[-1] == {"date": trends[-1]["date"], "scope": 1, "done": 1} and len(burnup) == 7
     cycle = await answer(api, account, "cycle-time", **mine)
-    assert cycle["lead_time_hours"]["count"] == 1
-    other_tag = await answer(api, account, "overview", tag=word(), **mine)
-    assert other_tag["total_tasks"] == 0
+    assert set(cycle) == {"lead_time_hours", "cycle_time_hours", "time_in_status"}
+    assert set(cycle["lead_time_hours"]) == {"count", "p50", "p75", "p90", "p95"}
+    assert cycle["lead_time_hours"]["count"] == cycle["cycle_time_hours"]["count"] == 1
+
+    # Each filter, through the gateway: one that keeps the task, one that leaves it out.
+    today = datetime.now(UTC).date()
+    someone_else = (await register(api))["id"]
+    for kept, left_out in (
+        ({"tag": tag}, {"tag": word()}),
+        ({"assigned_to": account["id"]}, {"assigned_to": someone_else}),
+        ({"from": str(today), "to": str(today)}, {"from": str(today + timedelta(days=1))}),
+    ):
+        for path in ("overview", "cycle-time"):
+            assert await answer(api, account, path, **mine, **kept) == await answer(
+                api, account, path, **mine
+            )
+        assert (await answer(api, account, "overview", **mine, **left_out))["total_tasks"] == 0
+        assert await answer(api, account, "performance", **mine, **left_out) == []
+        days = await answer(api, account, "trends", days="7", **mine, **left_out)
+        assert days[-1]["created"] == days[-1]["completed"] == 0
 
 
 async def test_export_opens_and_holds_no_formula(api: httpx.AsyncClient) -> None:
@@ -103,9 +133,16 @@ async def test_export_opens_and_holds_no_formula(api: httpx.AsyncClient) -> None
 async def test_anonymous_401_and_bad_input_422(api: httpx.AsyncClient, endpoint: str) -> None:
     assert (await api.get(f"/api/analytics/{endpoint}")).status_code == 401
     account = await register(api)
-    bad = {"assigned_to": "nobody", "from": "2026-02-30"}
-    response = await api.get(f"/api/analytics/{endpoint}", headers=account["headers"], params=bad)
-    assert response.status_code == 422
+    for bad in (
+        {"assigned_to": "nobody"},
+        {"from": "2026-02-30"},
+        {"from": "2026-03-02", "to": "2026-03-01"},
+        {"tag": "x" * 51},
+    ):
+        response = await api.get(
+            f"/api/analytics/{endpoint}", headers=account["headers"], params=bad
+        )
+        assert response.status_code == 422, bad
     if endpoint in ("trends", "burnup"):
         for days in ("6", "366"):
             response = await api.get(

@@ -16,20 +16,20 @@ from sqlalchemy import (
     Select,
     Subquery,
     Table,
-    and_,
     case,
     cast,
     func,
     literal,
     literal_column,
     select,
+    text,
     type_coerce,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics.models import Backfill, TaskCount, TaskFact, TaskHistory
+from analytics.models import Backfill, TaskCount, TaskFact, TaskHistory, TaskTagCount
 from taskhub_common.contracts import TaskData
 from taskhub_common.db import json_rows
 from taskhub_common.users import users
@@ -37,6 +37,7 @@ from taskhub_common.users import users
 facts = TaskFact.__table__
 history = TaskHistory.__table__
 counts = TaskCount.__table__
+tag_counts = TaskTagCount.__table__
 
 STATUSES = ("todo", "in_progress", "completed", "overdue")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -99,47 +100,27 @@ class Filters:
     def tally(self) -> Subquery:
         """The filtered tasks as (key, tasks) rows: the key is task_counts' (assignee, status,
         priority, creation day, completion day, due kind), `tasks` how many share it. From
-        task_counts, a few rows per key whatever the number of tasks; a tag filter needs the
-        tasks themselves (a task has several tags), so it reads task_facts, one row per task,
-        the key computed as migration 0002's triggers compute it."""
-        if self.tag is not None:
-            done = and_(*COMPLETED)
-            return (
-                select(
-                    facts.c.assigned_to,
-                    facts.c.status,
-                    facts.c.priority,
-                    utc_day(facts.c.created_at).label("created_day"),
-                    case((done, utc_day(facts.c.completed_at))).label("completed_day"),
-                    case(
-                        (facts.c.status != "completed", None),
-                        (facts.c.due_date.is_(None), "none"),
-                        (facts.c.completed_at <= facts.c.due_date, "on_time"),
-                        else_="late",
-                    ).label("due_kind"),
-                    literal(1).label("tasks"),
-                )
-                .where(*self.conditions())
-                .subquery()
-            )
-        where = []
+        task_counts, or task_tag_counts for a tag: a few rows per key whatever the number of
+        tasks."""
+        source = counts if self.tag is None else tag_counts
+        where = [] if self.tag is None else [tag_counts.c.tag == self.tag]
         if self.assigned_to is not None:
-            where.append(counts.c.assigned_to == self.assigned_to)
+            where.append(source.c.assigned_to == self.assigned_to)
         if self.created_by is not None:
-            where.append(counts.c.created_by == self.created_by)
+            where.append(source.c.created_by == self.created_by)
         if self.created_from is not None:
-            where.append(counts.c.created_day >= self.created_from)
+            where.append(source.c.created_day >= self.created_from)
         if self.created_to is not None:
-            where.append(counts.c.created_day <= self.created_to)
+            where.append(source.c.created_day <= self.created_to)
         return (
             select(
-                counts.c.assigned_to,
-                counts.c.status,
-                counts.c.priority,
-                counts.c.created_day,
-                counts.c.completed_day,
-                counts.c.due_kind,
-                counts.c.tasks,
+                source.c.assigned_to,
+                source.c.status,
+                source.c.priority,
+                source.c.created_day,
+                source.c.completed_day,
+                source.c.due_kind,
+                source.c.tasks,
             )
             .where(*where)
             .subquery()
@@ -201,7 +182,8 @@ def _fold(rows: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
 
 
 def _names(table: Table) -> list[str]:
-    return [column.name for column in table.columns]
+    """The columns a write sets (not those PostgreSQL computes)."""
+    return [column.name for column in table.columns if column.computed is None]
 
 
 def _upsert_facts():
@@ -231,6 +213,16 @@ INSERT_HISTORY = (
 )
 
 
+# Writers of the model take turns, a transaction at a time (decision 0065). One upsert locks
+# facts in id order, then its triggers lock count rows in key order: two such statements cannot
+# deadlock. But a consumer transaction may upsert twice (its batch's task events split by a
+# user event) and holds the first upsert's count rows meanwhile; a rebuild page locking a task
+# of the second upsert would then wait for those rows while the consumer waits for the task.
+# Taken before any row lock and held to commit, the lock leaves no such cycle. Keyed by
+# task_facts' oid: one lock per schema.
+WRITERS_ONE_AT_A_TIME = text("SELECT pg_advisory_xact_lock('task_facts'::regclass::oid::bigint)")
+
+
 class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -246,6 +238,7 @@ class AnalyticsRepository:
         rows = sorted(_fold([fact_values(task) for task in tasks]).values(), key=_by_id)
         if not rows:
             return
+        await self.session.execute(WRITERS_ONE_AT_A_TIME)
         await self.session.execute(UPSERT_FACTS, {"rows": to_json(rows).decode()})
         changes = [
             {
@@ -331,6 +324,8 @@ class AnalyticsRepository:
                 tasks(tally.c.status == "overdue").label("marked_overdue"),
                 tasks(completed, tally.c.due_kind != "none").label("completed_with_due_date"),
                 tasks(completed, tally.c.due_kind == "on_time").label("completed_on_time"),
+                # Completed with a completion time: those with a cycle time.
+                tasks(tally.c.completed_day.is_not(None)).label("timed"),
             )
             .where(tally.c.assigned_to.is_not(None))
             .group_by(tally.c.assigned_to)
@@ -343,27 +338,23 @@ class AnalyticsRepository:
             .group_by(facts.c.assigned_to)
             .subquery()
         )
-        cycle_hours = (
-            func.extract(
-                "epoch",
-                facts.c.completed_at - func.coalesce(facts.c.started_at, facts.c.created_at),
-            )
-            / 3600
-        )
-        # A median needs the tasks themselves: those of ix_task_facts_completed_assignee.
-        medians = (
-            select(
-                facts.c.assigned_to,
-                func.percentile_cont(0.5).within_group(cycle_hours).label("hours"),
-            )
+        # A median needs the tasks themselves: the middle one or two of the assignee's
+        # `timed` tasks in ix_task_facts_assignee_cycle, read past the others (the filters'
+        # columns are in the index too), not a sort of all of them.
+        middle = (
+            select(facts.c.cycle_hours)
             .where(
                 *filters.conditions(),
-                *COMPLETED,
-                facts.c.assigned_to.is_not(None),
+                facts.c.cycle_hours.is_not(None),
+                facts.c.assigned_to == per_user.c.user_id,
             )
-            .group_by(facts.c.assigned_to)
+            .order_by(facts.c.cycle_hours)
+            .offset((per_user.c.timed - 1) // 2)
+            .limit(2 - per_user.c.timed % 2)
+            .correlate(per_user)
             .subquery()
         )
+        median = select(func.avg(middle.c.cycle_hours)).correlate(per_user).scalar_subquery()
         statement = (
             select(
                 per_user.c.user_id,
@@ -373,14 +364,14 @@ class AnalyticsRepository:
                 (per_user.c.marked_overdue + func.coalesce(past_due.c.tasks, 0)).label("overdue"),
                 per_user.c.completed_with_due_date,
                 per_user.c.completed_on_time,
-                medians.c.hours.label("median_cycle_time_hours"),
+                median.label("median_cycle_time_hours"),
                 users.c.username,
                 users.c.full_name,
             )
             .select_from(
-                per_user.outerjoin(past_due, past_due.c.assigned_to == per_user.c.user_id)
-                .outerjoin(medians, medians.c.assigned_to == per_user.c.user_id)
-                .outerjoin(users, users.c.id == per_user.c.user_id)
+                per_user.outerjoin(
+                    past_due, past_due.c.assigned_to == per_user.c.user_id
+                ).outerjoin(users, users.c.id == per_user.c.user_id)
             )
             .order_by(users.c.username, per_user.c.user_id)
         )

@@ -61,3 +61,13 @@ def deliver(app: FastAPI):
         await consumer.process(envelope)
 
     return deliver_event
+
+
+@pytest.fixture
+def deliver_batch(app: FastAPI):
+    """Hands a batch of events to the analytics consumer as the bus does (one inbox insert,
+    one transaction, a run of task events to the batch handler at once)."""
+    consumer = EventConsumer(
+        "analytics", app.state.database, EVENT_HANDLERS, app.state, BATCH_EVENT_HANDLERS
+    )
+    return consumer.process_batch
