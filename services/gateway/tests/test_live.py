@@ -490,6 +490,42 @@ async def test_a_log_that_starts_again_resyncs_open_sockets(live_gateway, make_u
     assert first["seq"] == 1
 
 
+async def test_messages_within_the_flush_window_go_together_and_before_a_resync(
+    live_gateway, make_user
+) -> None:
+    """The first event after a quiet spell is written at once; those numbered within
+    WS_FLUSH_MS of that write wait for the next flush, and a resync (the log started again)
+    goes after them, never before, then the new log's messages."""
+    _, token = await make_user()
+    async with (
+        live_gateway(WS_FLUSH_MS=3000) as (app, url),
+        open_socket(url, token, random_ip()) as ws,
+    ):
+        hello = await receive(ws)
+        hub = app.state.live.hub
+        events = [
+            EventEnvelope(type=TASK_CREATED, producer="test", data=task_data()) for _ in range(4)
+        ]
+        await hub.deliver(events[0])
+        first = await receive_event(ws)
+        await hub.deliver(events[1])
+        await hub.deliver(events[2])
+        with pytest.raises(TimeoutError):
+            await receive(ws, timeout=0.5)
+        await app.state.live.redis.delete(*app.state.live.log.keys)
+        await hub.deliver(events[3])
+        held = [await receive_event(ws), await receive_event(ws)]
+        resync = await receive(ws)
+        after = await receive_event(ws)
+    assert first["id"] == str(events[0].id)
+    assert [m["id"] for m in held] == [str(events[1].id), str(events[2].id)]
+    assert [m["seq"] for m in held] == [first["seq"] + 1, first["seq"] + 2]
+    assert resync["type"] == "resync"
+    assert resync["data"] == {"epoch": resync["data"]["epoch"], "seq": 0}
+    assert resync["data"]["epoch"] != hello["data"]["epoch"]
+    assert (after["id"], after["seq"]) == (str(events[3].id), 1)
+
+
 # --- limits
 
 
