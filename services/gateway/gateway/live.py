@@ -149,6 +149,9 @@ class Hub:
     # here (or waits in `_unflushed` for the next flush, which sends them before anything else).
     epoch: str | None = None
     delivered: int = 0
+    # The latest time an event this replica appended occurred: if the log starts again, the
+    # events up to it may have been numbered in the old epoch (decision 0076).
+    reached: float = 0.0
     # Events waiting to be numbered: whoever holds the lock next numbers all of them at once.
     _pending: list[Message] = field(default_factory=list)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -201,7 +204,8 @@ class Hub:
                 await self._number_and_offer(batch)
 
     async def _number_and_offer(self, batch: list[Message]) -> None:
-        epoch, seqs = await self.log.append(batch)
+        epoch, seqs = await self.log.append(batch, self.epoch, self.reached)
+        self.reached = max(self.reached, *(m.occurred_at for m in batch))
         numbered = {seq: m for seq, m in zip(seqs, batch, strict=True) if seq is not None}
         refused = [m for seq, m in zip(seqs, batch, strict=True) if seq is None]
         if epoch != self.epoch:

@@ -405,6 +405,29 @@ async def test_an_event_the_log_has_forgotten_is_never_numbered_again(streams) -
     assert later == [6]
 
 
+async def test_a_log_that_starts_again_refuses_what_a_replica_had_reached_before() -> None:
+    """Redis lost the log: a replica that appended events up to some time in the old epoch
+    says so with its next append, and from then on an event that occurred no later (a lagging
+    replica's copy, numbered in the old epoch already) is refused, not numbered again."""
+    redis = Redis.from_url(str(GatewaySettings(REDIS_HOST=REDIS_HOST).redis_url))
+    log = RedisLog(redis, f"test:{uuid.uuid4().hex}", 100, 60)
+    start = time.time()
+    events = [Message(f"e{i}", start + i, "task:x", '{"type":"t"}') for i in range(5)]
+    try:
+        old_epoch, seqs = await log.append(events[:4])
+        await redis.delete(*log.keys)
+        epoch, first = await log.append([events[4]], old_epoch, events[3].occurred_at)
+        _, lagging = await log.append([events[2]], None, 0.0)
+        _, later = await log.append([Message("later", start + 5, "task:x", '{"type":"t"}')])
+    finally:
+        await redis.aclose()
+    assert seqs == [1, 2, 3, 4]
+    assert epoch != old_epoch
+    assert first == [1]
+    assert lagging == [None]
+    assert later == [2]
+
+
 async def test_a_replica_far_behind_tells_its_sockets_to_resync_and_duplicates_nothing(
     live_gateway, make_user
 ) -> None:
