@@ -428,6 +428,44 @@ async def test_a_log_that_starts_again_refuses_what_a_replica_had_reached_before
     assert later == [2]
 
 
+async def test_after_the_log_starts_again_a_lagging_replica_numbers_nothing_twice(
+    live_gateway, make_user
+) -> None:
+    """Redis lost the log while a replica lagged: the replica ahead starts the new epoch, and
+    the lagging one's copy of an event numbered in the old epoch is refused (its sockets
+    resync), so the next event takes the next seq on both and nobody gets the old one again."""
+    (_, token), (_, lagging_token) = await make_user(), await make_user()
+    async with (
+        live_gateway() as (first_app, first),
+        live_gateway() as (second_app, second),
+        open_socket(first, token, random_ip()) as ws,
+        open_socket(second, lagging_token, random_ip()) as lagging,
+    ):
+        await receive(ws), await receive(lagging)
+        events = [
+            EventEnvelope(type=TASK_CREATED, producer="test", data=task_data()) for _ in range(3)
+        ]
+        for event in events[:2]:
+            await first_app.state.live.hub.deliver(event)
+        [await receive_event(ws) for _ in range(2)]
+        await first_app.state.live.redis.delete(*first_app.state.live.log.keys)
+        await first_app.state.live.hub.deliver(events[2])
+        resync, restarted = await receive(ws), await receive_event(ws)
+        await second_app.state.live.hub.deliver(events[0])
+        told = await receive(lagging)
+        after = await publish(TASK_CREATED, task_data())
+        live = await receive_event(ws)
+        lagging_live = [await receive_event(lagging), await receive_event(lagging)]
+    assert resync["type"] == told["type"] == "resync"
+    assert (restarted["id"], restarted["seq"]) == (str(events[2].id), 1)
+    assert (live["id"], live["seq"]) == (str(after.id), 2)
+    # The new epoch's first message, filled from the log, then the next; not the old one.
+    assert [(m["id"], m["seq"]) for m in lagging_live] == [
+        (str(events[2].id), 1),
+        (str(after.id), 2),
+    ]
+
+
 async def test_a_replica_far_behind_tells_its_sockets_to_resync_and_duplicates_nothing(
     live_gateway, make_user
 ) -> None:
