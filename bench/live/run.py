@@ -48,6 +48,18 @@ decision 0075 has the discussion):
              after  100,000/100,000    p50 86 ms  p99 1.6 s    8.7k/s  16.2 µs
       20/s   before 200,000/200,000    p50 2.2 s  p99 4.3 s   14.5k/s  25.7 µs
              after  200,000/200,000    p50 376 ms p99 3.2 s   16.6k/s  10.4 µs
+
+The flush window (decision 0076), 2026-11-29, `--before` = main (the gateway of 0075), load
+average 25-47 (others' suites and benches on the same cores; the publisher fell short of the
+rate from 100/s up), fan-out to 1,000 sockets for 10 s, same columns:
+      50/s   before 465,710/500,000    p50 15.7 s p99 21.4 s  14.8k/s  10.0 µs
+             after  500,000/500,000    p50 13.6 s p99 15.9 s  19.3k/s   5.4 µs
+      100/s  before 460,896/1,000,000  p50 21.7 s p99 28.9 s  13.1k/s  11.1 µs  (90/s sent)
+             after  690,196/1,000,000  p50 22.9 s p99 25.6 s  21.2k/s   5.5 µs
+      200/s  before 586,994/2,000,000  p50 29.3 s p99 39.1 s  12.4k/s  11.1 µs  (80/s sent)
+             after  1,392,382/2,000,000 p50 20.7 s p99 24.4 s 40.5k/s   4.0 µs  (141/s sent)
+      500/s  before 1,028,845/5,000,000 p50 32.9 s p99 58.3 s 15.0k/s  10.5 µs  (103/s sent)
+             after  862,918/5,000,000  p50 36.5 s p99 46.8 s  16.1k/s   6.1 µs  (145/s sent)
 """
 
 import argparse

@@ -141,13 +141,24 @@ class Hub:
 
     log: LiveLog
     max_per_user: int
+    # At most one write per socket this often (decision 0076): messages numbered meanwhile go
+    # out together at its end; the first after a quiet spell goes at once.
+    flush_seconds: float = 0.0
     sockets: dict[uuid.UUID, set["LiveSocket"]] = field(default_factory=lambda: defaultdict(set))
-    # The log's epoch, and the seq up to which every message has gone to the sockets here.
+    # The log's epoch, and the seq up to which every message has been handed to the sockets
+    # here (or waits in `_unflushed` for the next flush, which sends them before anything else).
     epoch: str | None = None
     delivered: int = 0
+    # The latest time an event this replica appended occurred: if the log starts again, the
+    # events up to it may have been numbered in the old epoch (decision 0076).
+    reached: float = 0.0
     # Events waiting to be numbered: whoever holds the lock next numbers all of them at once.
     _pending: list[Message] = field(default_factory=list)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Numbered messages not yet written, in seq order; when the last flush was; the next one.
+    _unflushed: list[Entry] = field(default_factory=list)
+    _flushed_at: float = float("-inf")
+    _flush_timer: asyncio.TimerHandle | None = None
 
     @property
     def count(self) -> int:
@@ -193,12 +204,14 @@ class Hub:
                 await self._number_and_offer(batch)
 
     async def _number_and_offer(self, batch: list[Message]) -> None:
-        epoch, seqs = await self.log.append(batch)
+        epoch, seqs = await self.log.append(batch, self.epoch, self.reached)
+        self.reached = max(self.reached, *(m.occurred_at for m in batch))
         numbered = {seq: m for seq, m in zip(seqs, batch, strict=True) if seq is not None}
         refused = [m for seq, m in zip(seqs, batch, strict=True) if seq is None]
         if epoch != self.epoch:
             if self.epoch is not None:
                 # The log started again (Redis lost it): the sockets start again with it.
+                self.flush()
                 self._offer_all(lambda socket: socket.resync(epoch, 0))
                 self.delivered = 0
             elif numbered:
@@ -207,6 +220,8 @@ class Hub:
         fresh = {seq: m for seq, m in numbered.items() if seq > self.delivered}
         if fresh:
             await self._offer_fresh(epoch, fresh)
+        if refused:
+            self.flush()
         for message in refused:
             # Older than what the log remembers (this replica lags, or the event was long on
             # its way): perhaps numbered and sent already, so not numbered again; whoever may
@@ -222,6 +237,7 @@ class Hub:
             # never will: its queue was down). The log has them.
             history = await self.log.read(epoch, self.delivered, last)
             if history.entries is None:
+                self.flush()
                 self._offer_all(lambda socket: socket.resync(history.epoch, last))
                 self.delivered = last
                 return
@@ -230,8 +246,29 @@ class Hub:
         self.delivered = last
 
     def _offer(self, entries: list[Entry]) -> None:
-        """Each message encoded once; each user's share of them joined once (users who may see
-        the same messages share it), so a socket costs one write per batch, not per message."""
+        """Hand numbered messages to the sockets: at once if no flush happened within
+        `flush_seconds`, otherwise with whatever else is numbered until the next flush."""
+        self._unflushed.extend(entries)
+        if self._flush_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._flushed_at + self.flush_seconds - loop.time()
+        if wait > 0:
+            self._flush_timer = loop.call_later(wait, self.flush)
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the messages numbered since the last flush. Each is encoded once; each user's
+        share of them joined once (users who may see the same messages share it), so a socket
+        costs one write per flush, not per message. Called before any resync is offered, which
+        must follow the messages numbered before it."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        entries, self._unflushed = self._unflushed, []
+        if not entries:
+            return
         texts = [message_text(entry.seq, entry.body) for entry in entries]
         frames = [text_frame(text) for text in texts]
         shares: dict[tuple[int, ...], Outgoing] = {}
@@ -247,6 +284,8 @@ class Hub:
                 share = shares[mine] = Outgoing(messages, b"".join(frames[i] for i in mine))
             for socket in list(sockets):
                 socket.offer_events(share)
+        # The wait runs from the end of a flush: writing to many sockets takes a while.
+        self._flushed_at = asyncio.get_running_loop().time()
 
     def _audience(self, audience: str) -> Iterator["LiveSocket"]:
         """The sockets here whose user may see a message of this audience."""
@@ -260,6 +299,7 @@ class Hub:
                 offer(socket)
 
     async def close_all(self, code: int, reason: str) -> None:
+        self.flush()
         sockets = [socket for group in self.sockets.values() for socket in group]
         await asyncio.gather(*(socket.close(code, reason) for socket in sockets))
 
@@ -286,7 +326,7 @@ class LiveUpdates:
             else MemoryLog(*history)
         )
         self.tickets = TicketStore(self.redis, settings.WS_TICKET_SECONDS)
-        self.hub = Hub(self.log, settings.WS_MAX_PER_USER)
+        self.hub = Hub(self.log, settings.WS_MAX_PER_USER, settings.WS_FLUSH_MS / 1000)
 
     def status(self, app: FastAPI) -> dict[str, Any]:
         """Open sockets, and whether this replica still receives events."""

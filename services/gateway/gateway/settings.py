@@ -24,6 +24,9 @@ class GatewaySettings(UploadSettings):
     WS_MAX_MESSAGE_BYTES: int = 4096
     # Messages waiting for one socket; a client that lets more pile up is closed (1013).
     WS_SEND_QUEUE: int = 256
+    # Event messages go to a socket at most once per this many ms, those of the meantime in
+    # one write (0: as soon as numbered); the first after a quiet spell goes at once.
+    WS_FLUSH_MS: int = 20
     # How long before its token expires a socket is told so (token_expiring).
     WS_EXPIRY_NOTICE_SECONDS: int = 60
     # The live log to resume from (every user's messages, each stored once): at most this many

@@ -73,9 +73,14 @@ class LiveLog(Protocol):
         """Keep the log for another window (sockets are open)."""
         ...
 
-    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
+    async def append(
+        self, messages: list[Message], known: str | None = None, reached: float = 0.0
+    ) -> tuple[str, list[int | None]]:
         """Add messages, in order; the epoch and each one's seq (an event appended before keeps
-        its seq; one the log may have forgotten gets None)."""
+        its seq; one the log may have forgotten gets None). `known` is the epoch the caller
+        appended in last and `reached` the latest time an event it appended occurred: if the
+        log has started again since, events that occurred no later may have been numbered in
+        the old epoch, and are refused like forgotten ones."""
         ...
 
     async def read(self, epoch: str | None, after: int, until: int | None = None) -> History:
@@ -126,7 +131,10 @@ class MemoryLog:
     async def keep(self) -> None:
         """Nothing expires while the process runs; old entries go as new ones come."""
 
-    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
+    async def append(
+        self, messages: list[Message], known: str | None = None, reached: float = 0.0
+    ) -> tuple[str, list[int | None]]:
+        # One process's log never starts again: `known` is always its epoch.
         now = time.time()
         seqs: list[int | None] = []
         for message in messages:
@@ -196,11 +204,13 @@ return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 )
 
-# ARGV: a fresh epoch, ttl seconds, max messages, then (event id, occurred at in µs, audience,
-# body) per message. Returns {epoch, seq...}, seq 0 for an event refused (not known, and it
-# occurred no later than a forgotten one: it may have been numbered already). One call per
-# batch of events, whatever the number of users: each body is stored once. Entries are
-# stamped with Redis's clock, so their times grow with seq.
+# ARGV: a fresh epoch, ttl seconds, max messages, the epoch the caller appended in last and
+# the latest time (µs) an event it appended occurred, then (event id, occurred at in µs,
+# audience, body) per message. Returns {epoch, seq...}, seq 0 for an event refused (not known,
+# and it occurred no later than a forgotten one, or than what a caller appended in an epoch
+# before this one: it may have been numbered already). One call per batch of events, whatever
+# the number of users: each body is stored once. Entries are stamped with Redis's clock, so
+# their times grow with seq.
 _APPEND = (
     _START
     + """
@@ -208,8 +218,13 @@ local now = redis.call('TIME')
 local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local max = tonumber(ARGV[3])
 local forgotten = tonumber(redis.call('GET', KEYS[6]) or '0')
+if ARGV[4] ~= '' and ARGV[4] ~= epoch and tonumber(ARGV[5]) > forgotten then
+  -- The log started again after the caller appended: what it had reached may be numbered.
+  forgotten = tonumber(ARGV[5])
+  redis.call('SET', KEYS[6], forgotten)
+end
 local result = {epoch}
-for i = 4, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local seq = redis.call('HGET', KEYS[4], ARGV[i])
   local occurred = tonumber(ARGV[i + 1])
   if seq then
@@ -273,8 +288,16 @@ class RedisLog:
                 pipe.expire(key, self.max_seconds)
             await pipe.execute()
 
-    async def append(self, messages: list[Message]) -> tuple[str, list[int | None]]:
-        args: list[str | int] = [new_epoch(), self.max_seconds, self.max_messages]
+    async def append(
+        self, messages: list[Message], known: str | None = None, reached: float = 0.0
+    ) -> tuple[str, list[int | None]]:
+        args: list[str | int] = [
+            new_epoch(),
+            self.max_seconds,
+            self.max_messages,
+            known or "",
+            int(reached * 1_000_000),
+        ]
         for m in messages:
             args.extend((m.event_id, int(m.occurred_at * 1_000_000), m.audience, m.body))
         epoch, *seqs = await self._append(keys=self.keys, args=args)

@@ -405,6 +405,67 @@ async def test_an_event_the_log_has_forgotten_is_never_numbered_again(streams) -
     assert later == [6]
 
 
+async def test_a_log_that_starts_again_refuses_what_a_replica_had_reached_before() -> None:
+    """Redis lost the log: a replica that appended events up to some time in the old epoch
+    says so with its next append, and from then on an event that occurred no later (a lagging
+    replica's copy, numbered in the old epoch already) is refused, not numbered again."""
+    redis = Redis.from_url(str(GatewaySettings(REDIS_HOST=REDIS_HOST).redis_url))
+    log = RedisLog(redis, f"test:{uuid.uuid4().hex}", 100, 60)
+    start = time.time()
+    events = [Message(f"e{i}", start + i, "task:x", '{"type":"t"}') for i in range(5)]
+    try:
+        old_epoch, seqs = await log.append(events[:4])
+        await redis.delete(*log.keys)
+        epoch, first = await log.append([events[4]], old_epoch, events[3].occurred_at)
+        _, lagging = await log.append([events[2]], None, 0.0)
+        _, later = await log.append([Message("later", start + 5, "task:x", '{"type":"t"}')])
+    finally:
+        await redis.aclose()
+    assert seqs == [1, 2, 3, 4]
+    assert epoch != old_epoch
+    assert first == [1]
+    assert lagging == [None]
+    assert later == [2]
+
+
+async def test_after_the_log_starts_again_a_lagging_replica_numbers_nothing_twice(
+    live_gateway, make_user
+) -> None:
+    """Redis lost the log while a replica lagged: the replica ahead starts the new epoch, and
+    the lagging one's copy of an event numbered in the old epoch is refused (its sockets
+    resync), so the next event takes the next seq on both and nobody gets the old one again."""
+    (_, token), (_, lagging_token) = await make_user(), await make_user()
+    async with (
+        live_gateway() as (first_app, first),
+        live_gateway() as (second_app, second),
+        open_socket(first, token, random_ip()) as ws,
+        open_socket(second, lagging_token, random_ip()) as lagging,
+    ):
+        await receive(ws), await receive(lagging)
+        events = [
+            EventEnvelope(type=TASK_CREATED, producer="test", data=task_data()) for _ in range(3)
+        ]
+        for event in events[:2]:
+            await first_app.state.live.hub.deliver(event)
+        [await receive_event(ws) for _ in range(2)]
+        await first_app.state.live.redis.delete(*first_app.state.live.log.keys)
+        await first_app.state.live.hub.deliver(events[2])
+        resync, restarted = await receive(ws), await receive_event(ws)
+        await second_app.state.live.hub.deliver(events[0])
+        told = await receive(lagging)
+        after = await publish(TASK_CREATED, task_data())
+        live = await receive_event(ws)
+        lagging_live = [await receive_event(lagging), await receive_event(lagging)]
+    assert resync["type"] == told["type"] == "resync"
+    assert (restarted["id"], restarted["seq"]) == (str(events[2].id), 1)
+    assert (live["id"], live["seq"]) == (str(after.id), 2)
+    # The new epoch's first message, filled from the log, then the next; not the old one.
+    assert [(m["id"], m["seq"]) for m in lagging_live] == [
+        (str(events[2].id), 1),
+        (str(after.id), 2),
+    ]
+
+
 async def test_a_replica_far_behind_tells_its_sockets_to_resync_and_duplicates_nothing(
     live_gateway, make_user
 ) -> None:
@@ -488,6 +549,42 @@ async def test_a_log_that_starts_again_resyncs_open_sockets(live_gateway, make_u
     assert resync["data"]["epoch"] != hello["data"]["epoch"]
     assert resync["data"]["seq"] == 0
     assert first["seq"] == 1
+
+
+async def test_messages_within_the_flush_window_go_together_and_before_a_resync(
+    live_gateway, make_user
+) -> None:
+    """The first event after a quiet spell is written at once; those numbered within
+    WS_FLUSH_MS of that write wait for the next flush, and a resync (the log started again)
+    goes after them, never before, then the new log's messages."""
+    _, token = await make_user()
+    async with (
+        live_gateway(WS_FLUSH_MS=3000) as (app, url),
+        open_socket(url, token, random_ip()) as ws,
+    ):
+        hello = await receive(ws)
+        hub = app.state.live.hub
+        events = [
+            EventEnvelope(type=TASK_CREATED, producer="test", data=task_data()) for _ in range(4)
+        ]
+        await hub.deliver(events[0])
+        first = await receive_event(ws)
+        await hub.deliver(events[1])
+        await hub.deliver(events[2])
+        with pytest.raises(TimeoutError):
+            await receive(ws, timeout=0.5)
+        await app.state.live.redis.delete(*app.state.live.log.keys)
+        await hub.deliver(events[3])
+        held = [await receive_event(ws), await receive_event(ws)]
+        resync = await receive(ws)
+        after = await receive_event(ws)
+    assert first["id"] == str(events[0].id)
+    assert [m["id"] for m in held] == [str(events[1].id), str(events[2].id)]
+    assert [m["seq"] for m in held] == [first["seq"] + 1, first["seq"] + 2]
+    assert resync["type"] == "resync"
+    assert resync["data"] == {"epoch": resync["data"]["epoch"], "seq": 0}
+    assert resync["data"]["epoch"] != hello["data"]["epoch"]
+    assert (after["id"], after["seq"]) == (str(events[3].id), 1)
 
 
 # --- limits
