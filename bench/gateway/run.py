@@ -103,7 +103,8 @@ class Connection:
 class Figures:
     throughputs: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    # Answers of 400 and above: counted and shown, not fatal (a swamped machine times out).
+    # Answers of 400 and above, and connections the server closed: counted and shown, not
+    # fatal (a swamped machine times out).
     errors: int = 0
 
     @property
@@ -124,10 +125,18 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
     connections = [await Connection.open(target.base_url) for _ in range(concurrency)]
     latencies: list[float] = []
 
-    async def client(connection: Connection) -> None:
+    async def client(index: int) -> None:
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            status = await connection.send(request)
+            try:
+                status = await connections[index].send(request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # Closed by the server (a keep-alive timeout on a swamped machine): an error,
+                # and a new connection.
+                figures.errors += 1
+                connections[index].close()
+                connections[index] = await Connection.open(target.base_url)
+                continue
             latencies.append(time.perf_counter() - began)
             if status >= 400:
                 figures.errors += 1
@@ -138,7 +147,7 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
         await asyncio.gather(*(connection.send(request) for connection in connections))
         deadline = time.perf_counter() + seconds
         began = time.perf_counter()
-        await asyncio.gather(*(client(connection) for connection in connections))
+        await asyncio.gather(*(client(index) for index in range(concurrency)))
         figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
         figures.latencies.extend(latencies)
     finally:
