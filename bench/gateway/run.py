@@ -18,6 +18,16 @@ Figures, 2026-11-29, a quiet machine (load 2-3), gateway/direct req/s: distribut
 0.66x, 0.64x, 0.83x, 0.74x; composed / plain task read p50 1.83x and 1.75x; the ceiling
 1,109-1,167 req/s (its client shares the two cores).
 
+After decisions 0046-0048 (the pass-through as a bare route, rate-limit hits in blocks, one
+lookup for the composed view's parts), 2026-11-29, the machine at load 26-39 (four sessions),
+main and the branch in turn: distributed list 0.62x -> 0.63x, filtered 0.44x -> 0.49x, composed
+0.85x -> 0.73x, /me 0.39x -> 0.43x, POST 0.59x -> 0.74x; composed / plain p50 2.66x -> 1.85x.
+At tens of req/s these ratios are mostly the scheduler's; the embedded run at that load gave
+0.13x-2.17x either way and says nothing. The gateway's own CPU per pass-through request (its
+app called in-process over a stand-in upstream, Redis counting the limit), in turn in one
+sitting: main 810-925 us (load 20), 1,090-2,184 us (load 16-24); the branch 142-154 us and
+221-251 us. The quiet-machine ratios are still to be measured again.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
