@@ -18,6 +18,16 @@ Figures, 2026-11-29, a quiet machine (load 2-3), gateway/direct req/s: distribut
 0.66x, 0.64x, 0.83x, 0.74x; composed / plain task read p50 1.83x and 1.75x; the ceiling
 1,109-1,167 req/s (its client shares the two cores).
 
+After decisions 0046-0048 (the pass-through as a bare route, rate-limit hits in blocks, one
+lookup for the composed view's parts), 2026-11-29, the machine at load 26-39 (four sessions),
+main and the branch in turn: distributed list 0.62x -> 0.63x, filtered 0.44x -> 0.49x, composed
+0.85x -> 0.73x, /me 0.39x -> 0.43x, POST 0.59x -> 0.74x; composed / plain p50 2.66x -> 1.85x.
+At tens of req/s these ratios are mostly the scheduler's; the embedded run at that load gave
+0.13x-2.17x either way and says nothing. The gateway's own CPU per pass-through request (its
+app called in-process over a stand-in upstream, Redis counting the limit), in turn in one
+sitting: main 810-925 us (load 20), 1,090-2,184 us (load 16-24); the branch 142-154 us and
+221-251 us. The quiet-machine ratios are still to be measured again.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
@@ -103,7 +113,8 @@ class Connection:
 class Figures:
     throughputs: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    # Answers of 400 and above: counted and shown, not fatal (a swamped machine times out).
+    # Answers of 400 and above, and connections the server closed: counted and shown, not
+    # fatal (a swamped machine times out).
     errors: int = 0
 
     @property
@@ -124,10 +135,18 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
     connections = [await Connection.open(target.base_url) for _ in range(concurrency)]
     latencies: list[float] = []
 
-    async def client(connection: Connection) -> None:
+    async def client(index: int) -> None:
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            status = await connection.send(request)
+            try:
+                status = await connections[index].send(request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # Closed by the server (a keep-alive timeout on a swamped machine): an error,
+                # and a new connection.
+                figures.errors += 1
+                connections[index].close()
+                connections[index] = await Connection.open(target.base_url)
+                continue
             latencies.append(time.perf_counter() - began)
             if status >= 400:
                 figures.errors += 1
@@ -138,7 +157,7 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
         await asyncio.gather(*(connection.send(request) for connection in connections))
         deadline = time.perf_counter() + seconds
         began = time.perf_counter()
-        await asyncio.gather(*(client(connection) for connection in connections))
+        await asyncio.gather(*(client(index) for index in range(concurrency)))
         figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
         figures.latencies.extend(latencies)
     finally:

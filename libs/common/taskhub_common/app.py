@@ -165,6 +165,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         **({} if spec.openapi_docs else {"openapi_url": None}),
+        # Traces are tracing.py's (decision 0081). FastAPI's own telemetry would otherwise ask
+        # the global OpenTelemetry providers on every request whether it is wanted.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     install_error_handlers(app)

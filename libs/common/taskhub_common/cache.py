@@ -100,15 +100,21 @@ class GenerationalCache:
         if self._suspect and not await self.invalidate():
             return misses, b""
         try:
-            generation, *entries = await self.store.get_many(
-                [self._generation_key, *(self._key(key) for key in keys)]
-            )
+            found = await self.store.get_many(self._keys_with_generation(keys))
         except (RedisError, OSError):
             logger.warning("cache unavailable; serving from the database")
             return misses, b""
-        generation = generation or b"0"
+        return self._current(found)
+
+    def _keys_with_generation(self, keys: list[str]) -> list[str]:
+        return [self._generation_key, *(self._key(key) for key in keys)]
+
+    @staticmethod
+    def _current(found: list[bytes | None]) -> tuple[list[bytes | None], bytes]:
+        """The entries made in the generation found with them, and that generation."""
+        generation = found[0] or b"0"
         values = []
-        for entry in entries:
+        for entry in found[1:]:
             made_in, _, value = (entry or b"").partition(b":")
             values.append(value if entry is not None and made_in == generation else None)
         return values, generation
@@ -144,11 +150,42 @@ class GenerationalCache:
 _PROCESS_PARTS = MemoryStore()
 
 
+async def get_in_each(
+    caches: list[GenerationalCache], key: str
+) -> list[tuple[bytes | None, bytes]]:
+    """`key` in each of several caches kept in one store, with each one's generation (what
+    `get` answers), in one round trip for them all."""
+    stores = {id(cache.store) for cache in caches}
+    if len(stores) > 1 or any(cache._suspect for cache in caches):
+        return [await cache.get(key) for cache in caches]
+    if not caches:
+        return []
+    keys = [cache._keys_with_generation([key]) for cache in caches]
+    try:
+        found = await caches[0].store.get_many([name for pair in keys for name in pair])
+    except (RedisError, OSError):
+        logger.warning("cache unavailable; serving from the database")
+        return [(None, b"")] * len(caches)
+    answers = []
+    for index in range(len(caches)):
+        (value,), generation = GenerationalCache._current(found[2 * index : 2 * index + 2])
+        answers.append((value, generation))
+    return answers
+
+
 def task_part_cache(
-    redis_url: str | None, db_name: str, part: str, ttl: int = 300
+    redis_url: str | None,
+    db_name: str,
+    part: str,
+    ttl: int = 300,
+    store: CacheStore | None = None,
 ) -> GenerationalCache:
     """The cache of one part of the composed task view (`comments`, `files`; decision 0044):
     the gateway keeps each task's list of that part in it, stamped with the generation that the
-    part's own service bumps after every commit that changes one of its lists."""
-    store = RedisStore(redis_url) if redis_url else _PROCESS_PARTS
-    return GenerationalCache(store, f"{db_name}:task-parts:{part}", ttl)
+    part's own service bumps after every commit that changes one of its lists. The gateway
+    keeps every part in one store (`part_store`), so a composed read looks them up at once."""
+    return GenerationalCache(store or part_store(redis_url), f"{db_name}:task-parts:{part}", ttl)
+
+
+def part_store(redis_url: str | None) -> CacheStore:
+    return RedisStore(redis_url) if redis_url else _PROCESS_PARTS

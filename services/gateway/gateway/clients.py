@@ -30,7 +30,7 @@ def client_scheme(request: HTTPConnection) -> str:
     forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
     if forwarded in ("http", "https") and _in(peer, request.app.state.trusted_networks):
         return forwarded
-    return request.url.scheme
+    return request.scope["scheme"]
 
 
 def rate_limit_key(request: HTTPConnection) -> str:

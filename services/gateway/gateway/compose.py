@@ -6,13 +6,12 @@ import json
 import re
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from gateway.proxy import request_headers, upstream_failure
 from gateway.settings import GatewaySettings
 from gateway.upstream_client import Headers, UpstreamClient, UpstreamError, UpstreamResponse
-from taskhub_common.cache import GenerationalCache, task_part_cache
+from taskhub_common.cache import GenerationalCache, get_in_each, part_store, task_part_cache
 from taskhub_common.internal_auth import TASK_SEEN_HEADER, task_seen_claim
 
 TASK_VIEW = re.compile(r"/api/tasks/[^/]+")
@@ -27,10 +26,11 @@ async def compose_task(request: Request, path: str) -> Response:
     as an empty list and named in `X-Missing-Parts`; the task itself is never lost to it.
 
     Tasks is asked first, and its answer decides: the caller and the task were checked there.
-    Each part's list comes from the part's cache (decision 0044), looked up meanwhile and used
-    only after that 200; a part not cached is asked of its service with a signed claim that the
-    task was just seen live, so comments and files need not ask tasks again (decision 0042),
-    and kept for the next read."""
+    Each part's list comes from the part's cache (decision 0044), looked up meanwhile (every
+    part in one round trip) and used only after that 200; a part not cached is asked of its
+    service with a signed claim that the task was just seen live, so comments and files need
+    not ask tasks again (decision 0042), and kept for the next read. The lists go into the
+    answer as their services wrote them: only the task is parsed and written again."""
     clients: dict[str, UpstreamClient] = request.app.state.upstream_clients
     caches: dict[str, GenerationalCache] = request.app.state.task_part_caches
     parts = [name for name in TASK_PARTS if name in clients]
@@ -39,7 +39,7 @@ async def compose_task(request: Request, path: str) -> Response:
     try:
         (task_response, task_body), cached = await asyncio.gather(
             _get(clients["tasks"], path, b"", headers),
-            asyncio.gather(*(caches[name].get(key) for name in parts)),
+            get_in_each([caches[name] for name in parts], key),
         )
     except UpstreamError as exc:
         return upstream_failure("tasks", exc)
@@ -70,13 +70,23 @@ async def compose_task(request: Request, path: str) -> Response:
                 lists[name] = body
                 kept.append(caches[name].set(key, body, generations[name]))
         await asyncio.gather(*kept)
-    missing = []
+    missing = [name for name in parts if lists[name] is None]
+    return Response(
+        _with_parts(task, {name: lists[name] or b"[]" for name in parts}),
+        media_type="application/json",
+        headers={"X-Missing-Parts": ",".join(missing)} if missing else None,
+    )
+
+
+def _with_parts(task: dict, parts: dict[str, bytes]) -> bytes:
+    """The task's JSON object with each part's list (JSON already) as a member of it."""
     for name in parts:
-        if lists[name] is None:
-            missing.append(name)
-        else:
-            task[name] = json.loads(lists[name])
-    return JSONResponse(task, headers={"X-Missing-Parts": ",".join(missing)} if missing else None)
+        task.pop(name, None)
+    members = [b'"%s":%s' % (name.encode(), body) for name, body in parts.items()]
+    if task:
+        own = json.dumps(task, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        members.insert(0, own.encode()[1:-1])
+    return b"{" + b",".join(members) + b"}"
 
 
 async def _get(
@@ -93,10 +103,11 @@ async def _part(client: UpstreamClient, path: str, headers: Headers) -> bytes | 
 
 
 def part_caches(settings: GatewaySettings) -> dict[str, GenerationalCache]:
-    """One cache per part, under the generation its service bumps."""
+    """One cache per part, under the generation its service bumps; all in one store."""
+    store = part_store(settings.redis_url)
     return {
         name: task_part_cache(
-            settings.redis_url, settings.DB_NAME, name, settings.TASK_PARTS_CACHE_SECONDS
+            settings.redis_url, settings.DB_NAME, name, settings.TASK_PARTS_CACHE_SECONDS, store
         )
         for name in TASK_PARTS
     }

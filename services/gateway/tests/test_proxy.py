@@ -4,8 +4,10 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from gateway.app import install_pass_through
+from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream
 from taskhub_common.testing import bearer, new_user
 
@@ -47,6 +49,46 @@ async def test_anonymous_call_is_refused_before_reaching_the_service(
             assert response.status_code == 401
             assert response.json()["code"] == "not_authenticated"
         assert echo.state.hits == hits
+
+
+async def test_a_revoked_token_is_refused_by_the_service_it_reaches(
+    make_gateway, client_for
+) -> None:
+    """The pass-through leaves the deny list to the owning service (decision 0046): after a
+    logout, the token the gateway remembers as valid is refused all the same."""
+    async with make_gateway() as app, client_for(app) as client:
+        token = await token_for(client)
+        assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
+        assert (await client.post("/api/auth/logout", headers=bearer(token))).status_code == 204
+        response = await client.get("/api/auth/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+async def test_methods_the_gateway_does_not_forward_are_405(
+    make_gateway, client_for, extra_upstreams, echo
+) -> None:
+    async with make_gateway(extra_upstreams) as app, client_for(app) as client:
+        token = await token_for(client)
+        hits = echo.state.hits
+        for method in ("HEAD", "OPTIONS"):
+            response = await client.request(method, "/api/echo/x", headers=bearer(token))
+            assert response.status_code == 405
+            assert "GET" in response.headers["allow"]
+        assert echo.state.hits == hits
+
+
+def test_the_gateway_s_own_api_routes_must_be_fixed_paths() -> None:
+    """Under a template, an own route would be hidden behind the pass-through."""
+    app, router = FastAPI(), APIRouter()
+
+    @router.get("/api/own/{name}")
+    async def own(name: str) -> str:
+        return name
+
+    app.include_router(router)
+    with pytest.raises(RuntimeError, match="fixed paths"):
+        install_pass_through(app, GatewaySettings())
 
 
 async def test_proxied_request_carries_context_and_no_spoofed_headers(

@@ -1,9 +1,15 @@
 """Rate limits on Redis: per user when authenticated, per IP otherwise, stricter on auth."""
 
+import asyncio
+import uuid
+
 import pytest
+from limits import parse
+from redis.asyncio import Redis
 
 from gateway.clients import client_ip
-from taskhub_common.testing import bearer, new_user
+from gateway.rate_limits import MAX_BLOCK, RateLimited, RateLimiter
+from taskhub_common.testing import REDIS_HOST, bearer, new_user
 
 from .conftest import random_ip
 
@@ -84,6 +90,59 @@ async def test_limits_hold_when_redis_is_down(make_gateway, client_for) -> None:
             (await client.post("/api/auth/register", json=new_user())).status_code for _ in range(3)
         ]
     assert statuses == [201, 201, 429]
+
+
+async def allowed(limiter: RateLimiter, limit: str, caller: str, hits: int) -> int:
+    """How many of `hits` requests of `caller`, sent back to back, `limiter` lets through."""
+    item = parse(limit)
+    through = 0
+    for _ in range(hits):
+        try:
+            await limiter.hit(item, "api", caller)
+            through += 1
+        except RateLimited:
+            pass
+    return through
+
+
+async def counted(limit: str, caller: str) -> int:
+    redis = Redis(host=REDIS_HOST)
+    try:
+        return int(await redis.get("LIMITS:" + parse(limit).key_for("api", caller)) or 0)
+    finally:
+        await redis.aclose()
+
+
+async def test_a_fast_caller_gets_exactly_its_budget_from_blocks() -> None:
+    """Hits taken from Redis in blocks: one replica lets through exactly the limit, and every
+    hit it let through was counted in Redis."""
+    limiter = RateLimiter(f"redis://{REDIS_HOST}:6379")
+    caller = f"user:{uuid.uuid4()}"
+    through = await allowed(limiter, "50/minute", caller, 60)
+    assert through == 50
+    assert await counted("50/minute", caller) >= 50
+
+
+async def test_a_fast_caller_needs_a_round_trip_per_block_not_per_request() -> None:
+    limiter = RateLimiter(f"redis://{REDIS_HOST}:6379")
+    caller = f"user:{uuid.uuid4()}"
+    assert await allowed(limiter, "100000/minute", caller, 500) == 500
+    taken = await counted("100000/minute", caller)
+    # Every hit counted, at most one block more than were used; blocks grew to their largest.
+    assert 500 <= taken < 500 + MAX_BLOCK
+    assert limiter._blocks[parse("100000/minute").key_for("api", caller)].size == MAX_BLOCK
+
+
+async def test_replicas_taking_blocks_never_let_more_through_than_the_limit() -> None:
+    replicas = [RateLimiter(f"redis://{REDIS_HOST}:6379") for _ in range(3)]
+    caller = f"user:{uuid.uuid4()}"
+    through = await asyncio.gather(
+        *(allowed(replica, "120/minute", caller, 100) for replica in replicas)
+    )
+    assert sum(through) <= 120
+    # Only what a block had left when the budget ran out is lost: a few hits per replica.
+    assert sum(through) >= 120 - len(replicas) * (120 // 8)
+    assert all(count > 0 for count in through)
 
 
 class FakeRequest:
