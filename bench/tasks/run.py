@@ -190,6 +190,8 @@ async def filled_stack(
         "distributed",
         workdir,
         database=database,
+        # Two stacks starting on a loaded 2-core machine can take minutes.
+        start_timeout=600,
         # The sign-up's limit too: its counter, in the shared Redis, counts every local caller's.
         extra_env={
             "RATE_LIMIT_DEFAULT": "1000000/minute",
