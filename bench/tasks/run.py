@@ -190,7 +190,15 @@ async def filled_stack(
         "distributed",
         workdir,
         database=database,
-        extra_env={"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING", **env},
+        # Two stacks starting on a loaded 2-core machine can take minutes.
+        start_timeout=600,
+        # The sign-up's limit too: its counter, in the shared Redis, counts every local caller's.
+        extra_env={
+            "RATE_LIMIT_DEFAULT": "1000000/minute",
+            "RATE_LIMIT_AUTH": "1000000/minute",
+            "LOG_LEVEL": "WARNING",
+            **env,
+        },
     )
     base_url = stack.start()
     exits.callback(stack.stop)

@@ -13,11 +13,13 @@ the one-event handler, with its own retries and dead letter (decision 0063).
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
@@ -87,6 +89,17 @@ class Subscription:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An outbox row as the relay hands it over: the envelope's JSON as it was stored, published
+    as it is (RabbitMQ) or read back into an envelope (the in-process bus)."""
+
+    id: uuid.UUID
+    type: str
+    body: bytes
+    headers: dict[str, str]
+
+
 class EventBus(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -95,6 +108,8 @@ class EventBus(Protocol):
     async def publish_many(
         self, events: list[tuple[EventEnvelope, dict[str, str]]]
     ) -> list[BaseException | None]: ...
+    # The same for outbox rows (the relay): each row's outcome, in order.
+    async def publish_stored(self, events: list[StoredEvent]) -> list[BaseException | None]: ...
     async def subscribe(self, subscription: Subscription) -> None: ...
     async def unsubscribe(self, subscription: Subscription) -> None: ...
     def is_ready(self) -> bool: ...
@@ -191,30 +206,57 @@ class RabbitMQBus:
         )
 
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
-        if not self.is_ready() or self._publish_exchange is None:
-            raise ConnectionError("RabbitMQ is not connected")
-        message = aio_pika.Message(
-            body=envelope.model_dump_json().encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(envelope.id),
-            type=envelope.type,
-            headers=dict(headers),
-        )
-        # The timeout matters: a publish can hang while the robust connection reconnects.
-        await self._publish_exchange.publish(
-            message, routing_key=envelope.type, mandatory=False, timeout=self.publish_timeout
-        )
+        (outcome,) = await self.publish_many([(envelope, headers)])
+        if outcome is not None:
+            raise outcome
 
     async def publish_many(
         self, events: list[tuple[EventEnvelope, dict[str, str]]]
     ) -> list[BaseException | None]:
-        """All in flight at once, their confirms awaited together."""
+        """Envelopes, serialised here, then as outbox rows are."""
+        return await self.publish_stored(
+            [
+                StoredEvent(
+                    envelope.id, envelope.type, envelope.model_dump_json().encode(), headers
+                )
+                for envelope, headers in events
+            ]
+        )
+
+    async def publish_stored(self, events: list[StoredEvent]) -> list[BaseException | None]:
+        """Outbox rows, their stored JSON as the bodies (nothing parsed or serialised again), all
+        in flight at once on the channel itself, their confirms awaited together."""
+        try:
+            if not self.is_ready() or self._publish_exchange is None:
+                raise ConnectionError("RabbitMQ is not connected")
+            channel = await self._publish_exchange.channel.get_underlay_channel()
+        except (ConnectionError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+            return [exc] * len(events)
         outcomes = await asyncio.gather(
-            *(self.publish(envelope, headers) for envelope, headers in events),
-            return_exceptions=True,
+            *(self.publish_body(channel, event) for event in events), return_exceptions=True
         )
         return [outcome if isinstance(outcome, BaseException) else None for outcome in outcomes]
+
+    async def publish_body(self, channel: aiormq.abc.AbstractChannel, event: StoredEvent) -> None:
+        """One persistent message, `message_id` the event's id. `wait=False`: the next publish
+        need not wait for this one's frames to reach the socket (its confirm is still awaited,
+        and a nack raises). The timeout matters: a publish can hang while the robust connection
+        reconnects."""
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+            message_id=str(event.id),
+            message_type=event.type,
+            headers=event.headers,
+        )
+        await channel.basic_publish(
+            event.body,
+            exchange=EXCHANGE,
+            routing_key=event.type,
+            properties=properties,
+            timeout=self.publish_timeout,
+            wait=False,
+        )
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Nothing to do: closing the connection ends every consumer (the durable queues stay)."""

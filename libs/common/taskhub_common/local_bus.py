@@ -27,7 +27,7 @@ from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskhub_common.bus import Subscription, topic_matches
+from taskhub_common.bus import StoredEvent, Subscription, topic_matches
 from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import event_queue
 
@@ -99,6 +99,12 @@ class InProcessBus:
 
     async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
         await self.publish_many([(envelope, headers)])
+
+    async def publish_stored(self, events: list[StoredEvent]) -> list[BaseException | None]:
+        """Outbox rows: read back into envelopes (a queue takes envelopes), then as publish_many."""
+        return await self.publish_many(
+            [(EventEnvelope.model_validate_json(event.body), event.headers) for event in events]
+        )
 
     async def publish_many(
         self, events: list[tuple[EventEnvelope, dict[str, str]]]

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskhub_common.bus import EventBus
+from taskhub_common.bus import EventBus, StoredEvent
 from taskhub_common.db import Database
 from taskhub_common.events import EventEnvelope
 from taskhub_common.idempotency import prune_idempotency_keys
@@ -154,7 +154,7 @@ class OutboxRelay:
         database: Database,
         bus: EventBus,
         poll_seconds: float = 1.0,
-        batch_size: int = 100,
+        batch_size: int = 500,
         keep_sent: timedelta = timedelta(minutes=1),
         # Longer: a dead letter replayed weeks later must still find its event handled.
         keep_processed: timedelta = timedelta(days=30),
@@ -195,9 +195,16 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         async with self.database.sessionmaker() as session, session.begin():
+            # The payload as PostgreSQL's text of it: published as it is, not parsed, validated
+            # and serialised again (that cost more than the rest of the relay together).
             rows = (
                 await session.execute(
-                    select(outbox.c.id, outbox.c.payload, outbox.c.headers)
+                    select(
+                        outbox.c.id,
+                        outbox.c.routing_key,
+                        cast(outbox.c.payload, Text).label("body"),
+                        outbox.c.headers,
+                    )
                     .where(outbox.c.sent_at.is_(None))
                     .order_by(outbox.c.position)
                     .limit(self.batch_size)
@@ -205,14 +212,18 @@ class OutboxRelay:
                 )
             ).all()
             with contextlib.ExitStack() as spans:
-                events = []
-                for row in rows:
-                    envelope = EventEnvelope.model_validate(row.payload)
-                    # With tracing on, each under a producer span of its row's trace until its
-                    # confirm; the headers then carry that span.
-                    headers = spans.enter_context(publishing(envelope.type, row.headers))
-                    events.append((envelope, headers))
-                outcomes = await self.bus.publish_many(events)
+                # With tracing on, each under a producer span of its row's trace until its
+                # confirm; the headers then carry that span.
+                events = [
+                    StoredEvent(
+                        row.id,
+                        row.routing_key,
+                        row.body.encode(),
+                        spans.enter_context(publishing(row.routing_key, row.headers)),
+                    )
+                    for row in rows
+                ]
+                outcomes = await self.bus.publish_stored(events)
             sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
             failure = next((outcome for outcome in outcomes if outcome is not None), None)
             # What the broker confirmed is marked sent even when another publish failed.

@@ -9,12 +9,14 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+from aiormq.abc import AbstractChannel
 from sqlalchemy import func, insert, select, text, update
 
-from taskhub_common.bus import RabbitMQBus
+from taskhub_common.bus import RabbitMQBus, StoredEvent
 from taskhub_common.db import Database
 from taskhub_common.events import EXCHANGE, EventEnvelope
 from taskhub_common.idempotency import idempotency_keys
+from taskhub_common.logs import request_id_var
 from taskhub_common.outbox import OutboxRelay, add_event, add_events, inbox, outbox
 from taskhub_common.outbox import metadata as outbox_metadata
 from taskhub_common.settings import ServiceSettings
@@ -104,6 +106,48 @@ async def test_committed_event_is_published_with_its_envelope(database: Database
         await listener.wait_for(1)
         await wait_until_sent(database, event.id)
     assert listener.received == [event]
+
+
+async def test_a_row_is_published_as_stored_with_the_message_properties(
+    database: Database,
+) -> None:
+    """The relay sends the stored JSON as it is (no parse and dump on the way): the body reads
+    back as the envelope written, and the message says what it is, as `publish` would."""
+    key = f"test.{uuid.uuid4().hex}.created"
+    connection = await aio_pika.connect_robust(RABBITMQ_URL, timeout=10)
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, key)
+        event = new_event(key)
+        event.data = {"title": 'a "quoted" ünï title', "tags": [{"name": "x"}], "due_date": None}
+        token = request_id_var.set("req-stored")
+        try:
+            async with database.sessionmaker.begin() as session:
+                await add_event(session, event)
+        finally:
+            request_id_var.reset(token)
+        await bus.wait_connected()
+        assert await OutboxRelay(database, bus).publish_batch() >= 1
+        async with asyncio.timeout(10):
+            while (message := await queue.get(fail=False)) is None:
+                await asyncio.sleep(0.05)
+        await message.ack()
+    finally:
+        await bus.close()
+        await connection.close()
+    assert EventEnvelope.model_validate_json(message.body) == event
+    assert message.message_id == str(event.id)
+    assert message.type == message.routing_key == key
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.headers["x-request-id"] == "req-stored"
+    assert await is_sent(database, event.id)
 
 
 async def test_events_written_together_are_rows_in_their_order(database: Database) -> None:
@@ -203,10 +247,10 @@ class RefusingBus(RabbitMQBus):
         super().__init__(url)
         self.refused = refused
 
-    async def publish(self, envelope: EventEnvelope, headers: dict[str, str]) -> None:
-        if envelope.id == self.refused:
+    async def publish_body(self, channel: AbstractChannel, event: StoredEvent) -> None:
+        if event.id == self.refused:
             raise ConnectionError("nacked")
-        await super().publish(envelope, headers)
+        await super().publish_body(channel, event)
 
 
 async def test_a_batch_marks_sent_only_what_the_broker_confirmed(database: Database) -> None:
