@@ -26,7 +26,12 @@ At tens of req/s these ratios are mostly the scheduler's; the embedded run at th
 0.13x-2.17x either way and says nothing. The gateway's own CPU per pass-through request (its
 app called in-process over a stand-in upstream, Redis counting the limit), in turn in one
 sitting: main 810-925 us (load 20), 1,090-2,184 us (load 16-24); the branch 142-154 us and
-221-251 us. The quiet-machine ratios are still to be measured again.
+221-251 us. Then on a quiet machine (load 1-3, both stacks on one PostgreSQL cluster), the code
+before and after, one run each, one after the other: distributed list 0.58x -> 0.87x, filtered
+0.69x -> 1.24x, composed 0.67x -> 1.23x, /me 0.57x -> 0.67x, POST 1.25x -> 1.07x (at 48-68
+req/s, noise); embedded 0.64x -> 0.81x, 0.69x -> 0.79x, 0.59x -> 0.71x, 1.05x -> 0.63x (noise),
+0.75x -> 0.77x; composed / plain p50 1.74x -> 1.22x and 1.82x -> 1.28x. That machine was slower
+than the first one (direct list 421-475 req/s, p99 400 ms and more), so only ratios compare.
 
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
