@@ -76,13 +76,8 @@ class TaskFact(Base):
     )
 
 
-class TaskCount(Base):
-    """How many visible tasks share these fields: what overview, performance, trends and
-    burn-up add up instead of reading every task. Kept exact by triggers on task_facts
-    (migration 0002): each statement that inserts or updates facts adds its new rows' keys and
-    subtracts its old rows' keys, in the same transaction. A deleted task counts nowhere."""
-
-    __tablename__ = "task_counts"
+class CountKey:
+    """The fields a count is kept by, shared by task_counts and task_tag_counts."""
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     created_by: Mapped[uuid.UUID]
@@ -96,51 +91,44 @@ class TaskCount(Base):
     due_kind: Mapped[str | None] = mapped_column(String(10))
     tasks: Mapped[int]
 
+
+COUNT_KEY = (
+    "created_by",
+    "assigned_to",
+    "created_day",
+    "status",
+    "priority",
+    "completed_day",
+    "due_kind",
+)
+
+
+class TaskCount(CountKey, Base):
+    """How many visible tasks share these fields: what overview, performance, trends and
+    burn-up add up instead of reading every task. Kept exact by triggers on task_facts
+    (migration 0002): each statement that inserts or updates facts adds its new rows' keys and
+    subtracts its old rows' keys, in the same transaction. A deleted task counts nowhere."""
+
+    __tablename__ = "task_counts"
     __table_args__ = (
-        Index(
-            "ux_task_counts_key",
-            "created_by",
-            "assigned_to",
-            "created_day",
-            "status",
-            "priority",
-            "completed_day",
-            "due_kind",
-            unique=True,
-            postgresql_nulls_not_distinct=True,
-        ),
+        Index("ux_task_counts_key", *COUNT_KEY, unique=True, postgresql_nulls_not_distinct=True),
     )
 
 
-class TaskTagCount(Base):
+class TaskTagCount(CountKey, Base):
     """task_counts per tag: a task counts once under each of its tags (its tag names are
     distinct). Kept by the same triggers, in the same statement (migration 0003); what the
     answers filtered by a tag add up."""
 
     __tablename__ = "task_tag_counts"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     tag: Mapped[str] = mapped_column(String(50))
-    created_by: Mapped[uuid.UUID]
-    assigned_to: Mapped[uuid.UUID | None]
-    created_day: Mapped[date]
-    status: Mapped[str] = mapped_column(String(20))
-    priority: Mapped[str] = mapped_column(String(20))
-    completed_day: Mapped[date | None]
-    due_kind: Mapped[str | None] = mapped_column(String(10))
-    tasks: Mapped[int]
 
     __table_args__ = (
         Index(
             "ux_task_tag_counts_key",
             "tag",
-            "created_by",
-            "assigned_to",
-            "created_day",
-            "status",
-            "priority",
-            "completed_day",
-            "due_kind",
+            *COUNT_KEY,
             unique=True,
             postgresql_nulls_not_distinct=True,
         ),

@@ -2,7 +2,6 @@
 user may read them (the suite is one workspace, as for tasks)."""
 
 import uuid
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request, Response
@@ -10,7 +9,14 @@ from fastapi.responses import StreamingResponse
 
 from analytics.export import XLSX_MEDIA_TYPE, csv_stream, xlsx_stream
 from analytics.repository import AnalyticsRepository, Filters
-from analytics.schemas import BurnupDay, CycleTime, Overview, TrendDay, UserPerformance
+from analytics.schemas import (
+    BurnupDay,
+    CycleTime,
+    IsoDay,
+    Overview,
+    TrendDay,
+    UserPerformance,
+)
 from analytics.service import AnalyticsService
 from taskhub_common.db import get_session
 from taskhub_common.errors import invalid_field
@@ -25,8 +31,8 @@ def filters(
     assigned_to: uuid.UUID | None = None,
     created_by: uuid.UUID | None = None,
     tag: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
-    created_from: Annotated[date | None, Query(alias="from")] = None,
-    created_to: Annotated[date | None, Query(alias="to")] = None,
+    created_from: Annotated[IsoDay | None, Query(alias="from")] = None,
+    created_to: Annotated[IsoDay | None, Query(alias="to")] = None,
 ) -> Filters:
     """Filters of every endpoint; `from`/`to` are creation days (UTC, both included)."""
     if created_from and created_to and created_from > created_to:

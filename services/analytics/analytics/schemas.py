@@ -1,7 +1,22 @@
+import re
 import uuid
 from datetime import date
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def iso_day_only(value: object) -> object:
+    """A day is written YYYY-MM-DD: pydantic alone would also read `0` or `1700000000` as a
+    Unix time, and a filter nobody meant would answer 200."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(iso_day_only)]
 
 
 class Overview(BaseModel):
