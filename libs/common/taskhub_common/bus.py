@@ -9,10 +9,10 @@ A subscription with a batch handler gets the deliveries at hand (up to BATCH_SIZ
 most BATCH_LINGER_SECONDS for more) in one call; when that fails, each of them goes through
 the one-event handler, with its own retries and dead letter (decision 0063).
 
-An exclusive queue (a process's own, gone with it) is consumed the same way, without the
-linger, and acknowledged once per batch (decision 0077): its messages are lost with the
-process anyway, so acknowledging each one buys nothing, while the bounded prefetch still keeps
-a process that falls behind from buffering without end.
+An exclusive queue (a process's own, gone with it) is consumed a batch at a time too, without
+the linger, and acknowledged once per BATCH_SIZE deliveries or ACK_SECONDS (decision 0077):
+its messages are lost with the process anyway, so acknowledging each one buys nothing, while
+the bounded prefetch still keeps a process that falls behind from buffering without end.
 """
 
 import asyncio
@@ -44,6 +44,10 @@ BATCH_SIZE = 100
 # How long a batch that is not full waits for more deliveries: a few ms of latency when idle,
 # against a transaction per event in a burst.
 BATCH_LINGER_SECONDS = 0.002
+# An exclusive queue's handled deliveries are acknowledged together once this many are, or
+# when none has come for this long: within the prefetch (2 * BATCH_SIZE), and well within the
+# broker's consumer timeout.
+ACK_SECONDS = 1.0
 # What became of a delivery: its handler succeeded, failed and it waits for a retry, failed for
 # the last time (or could not be read) and it went to the dead letters, or failed on a queue
 # without retries.
@@ -319,10 +323,10 @@ class RabbitMQBus:
         async def on_delivery(message: AbstractIncomingMessage) -> None:
             deliveries.put_nowait(message)
 
+        loop = self._exclusive_loop if subscription.exclusive else self._batch_loop
         self._batchers.append(
             asyncio.create_task(
-                self._batch_loop(channel, subscription, deliveries),
-                name=f"batches of {subscription.queue}",
+                loop(channel, subscription, deliveries), name=f"batches of {subscription.queue}"
             )
         )
         await queue.consume(on_delivery)
@@ -333,20 +337,40 @@ class RabbitMQBus:
         subscription: Subscription,
         deliveries: asyncio.Queue[AbstractIncomingMessage],
     ) -> None:
-        # An exclusive queue's events are for live clients: whatever is at hand, at once.
-        linger = 0.0 if subscription.exclusive else BATCH_LINGER_SECONDS
         while True:
-            batch = await take_batch(deliveries, linger)
+            batch = await take_batch(deliveries, BATCH_LINGER_SECONDS)
             try:
                 await self._handle_batch(channel, subscription, batch)
             except Exception:
                 # Never let the loop die: unacknowledged messages come back on a new channel.
                 logger.exception("batch of %s not handled", subscription.queue)
-            finally:
-                if subscription.exclusive:
-                    # Nothing comes back on an exclusive queue: acknowledged whatever happened,
-                    # or its prefetch would run out.
-                    await _ack_all(batch)
+
+    async def _exclusive_loop(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        subscription: Subscription,
+        deliveries: asyncio.Queue[AbstractIncomingMessage],
+    ) -> None:
+        """Whatever is at hand, at once (the events are for live clients); the handled ones
+        acknowledged together, whatever their outcome: nothing comes back on this queue."""
+        unacked: list[AbstractIncomingMessage] = []
+        while True:
+            try:
+                # Only the wait for the first delivery can time out: none is lost.
+                async with asyncio.timeout(ACK_SECONDS if unacked else None):
+                    batch = await take_batch(deliveries, 0.0)
+            except TimeoutError:
+                await _ack_all(unacked)
+                unacked = []
+                continue
+            try:
+                await self._handle_batch(channel, subscription, batch)
+            except Exception:
+                logger.exception("batch of %s not handled", subscription.queue)
+            unacked.extend(batch)
+            if len(unacked) >= BATCH_SIZE:
+                await _ack_all(unacked)
+                unacked = []
 
     async def _handle_batch(
         self,

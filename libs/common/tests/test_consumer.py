@@ -341,12 +341,12 @@ async def test_a_batch_handler_takes_runs_of_its_events_and_drops_duplicates(
     assert calls == [["a", "c"], ["b"], ["c", "a"]]
 
 
-async def test_a_process_queue_takes_bursts_in_order_acknowledged_a_batch_at_a_time(
+async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
     service: str,
 ) -> None:
     """Without a database (the gateway): a burst larger than the queue's prefetch reaches the
     batch handler whole, in order, in fewer calls than events, so its deliveries were
-    acknowledged (a batch at a time) or the prefetch would have stopped it; an event that fails
+    acknowledged (many at once) or the prefetch would have stopped it; an event that fails
     is dropped alone (no retries on a process's own queue), and acknowledged too."""
     bus = RabbitMQBus(RABBITMQ_URL)
     await bus.start()
