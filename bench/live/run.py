@@ -60,6 +60,26 @@ rate from 100/s up), fan-out to 1,000 sockets for 10 s, same columns:
              after  1,392,382/2,000,000 p50 20.7 s p99 24.4 s 40.5k/s   4.0 µs  (141/s sent)
       500/s  before 1,028,845/5,000,000 p50 32.9 s p99 58.3 s 15.0k/s  10.5 µs  (103/s sent)
              after  862,918/5,000,000  p50 36.5 s p99 46.8 s  16.1k/s   6.1 µs  (145/s sent)
+
+The live queue taken a batch at a time and acknowledged in bulk (decision 0077), 2026-11-29,
+`--idle 0 --before DIR` (DIR = main, the gateway of 0076), 5 s of events per rate, main first
+then this one, load average 12-20 (another helper's benchmarks and the lead's tests on the same
+2 cores; the publisher fell short at 500/s), same columns:
+    1,000 sockets (load 12-15):
+      100/s  before 500,000/500,000    p50 3.6 s  p99 5.8 s   62.8k/s   2.6 µs
+             after  500,000/500,000    p50 537 ms p99 2.7 s   72.1k/s   2.0 µs  (99/s sent)
+      200/s  before 1,000,000/1,000,000 p50 2.2 s p99 4.3 s  112.8k/s   1.9 µs
+             after  1,000,000/1,000,000 p50 1.3 s p99 4.5 s  119.5k/s   1.2 µs  (184/s sent)
+      500/s  before 1,461,238/2,500,000 p50 18.4 s p99 22.3 s 42.1k/s   3.4 µs  (148/s sent)
+             after  2,500,000/2,500,000 p50 6.4 s p99 11.0 s 110.7k/s   1.3 µs  (207/s sent)
+    10 sockets (load 15-20), CPU per frame x 10 = per event:
+      200/s  before 10,000/10,000      p50 580 ms p99 3.1 s    1.4k/s  95.0 µs
+             after  10,000/10,000      p50 38 ms  p99 132 ms   1.9k/s  76.0 µs  (189/s sent)
+      500/s  before 25,000/25,000      p50 1.8 s  p99 3.2 s    1.8k/s  64.8 µs  (206/s sent)
+             after  25,000/25,000      p50 48 ms  p99 762 ms   1.9k/s  50.8 µs  (224/s sent)
+    1 socket, 300/s for 15 s, twice, alternating (load 16-19): CPU per event 662 -> 522 µs and
+    618 -> 458 µs; p50 2.7 s and 3.4 s (main fell behind) -> 58 ms and 41 ms, p99 7.4 s and
+    6.4 s -> 857 ms and 277 ms.
 """
 
 import argparse

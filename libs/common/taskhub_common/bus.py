@@ -8,6 +8,11 @@ inbox makes it so) and raises to ask for a retry.
 A subscription with a batch handler gets the deliveries at hand (up to BATCH_SIZE, waiting at
 most BATCH_LINGER_SECONDS for more) in one call; when that fails, each of them goes through
 the one-event handler, with its own retries and dead letter (decision 0063).
+
+An exclusive queue (a process's own, gone with it) is consumed a batch at a time too, without
+the linger, and acknowledged once per BATCH_SIZE deliveries or ACK_SECONDS (decision 0077):
+its messages are lost with the process anyway, so acknowledging each one buys nothing, while
+the bounded prefetch still keeps a process that falls behind from buffering without end.
 """
 
 import asyncio
@@ -39,6 +44,10 @@ BATCH_SIZE = 100
 # How long a batch that is not full waits for more deliveries: a few ms of latency when idle,
 # against a transaction per event in a burst.
 BATCH_LINGER_SECONDS = 0.002
+# An exclusive queue's handled deliveries are acknowledged together once this many are, or
+# when none has come for this long: within the prefetch (2 * BATCH_SIZE), and well within the
+# broker's consumer timeout.
+ACK_SECONDS = 1.0
 # What became of a delivery: its handler succeeded, failed and it waits for a retry, failed for
 # the last time (or could not be read) and it went to the dead letters, or failed on a queue
 # without retries.
@@ -270,7 +279,7 @@ class RabbitMQBus:
         assert self.connection is not None
         channel = await self.connection.channel(publisher_confirms=True)
         # A batched subscription has twice a batch in flight: the next one arrives meanwhile.
-        batched = subscription.batch_handler is not None
+        batched = subscription.batch_handler is not None or subscription.exclusive
         await channel.set_qos(prefetch_count=2 * BATCH_SIZE if batched else self.prefetch)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -314,10 +323,10 @@ class RabbitMQBus:
         async def on_delivery(message: AbstractIncomingMessage) -> None:
             deliveries.put_nowait(message)
 
+        loop = self._exclusive_loop if subscription.exclusive else self._batch_loop
         self._batchers.append(
             asyncio.create_task(
-                self._batch_loop(channel, subscription, deliveries),
-                name=f"batches of {subscription.queue}",
+                loop(channel, subscription, deliveries), name=f"batches of {subscription.queue}"
             )
         )
         await queue.consume(on_delivery)
@@ -329,12 +338,39 @@ class RabbitMQBus:
         deliveries: asyncio.Queue[AbstractIncomingMessage],
     ) -> None:
         while True:
-            batch = await take_batch(deliveries)
+            batch = await take_batch(deliveries, BATCH_LINGER_SECONDS)
             try:
                 await self._handle_batch(channel, subscription, batch)
             except Exception:
                 # Never let the loop die: unacknowledged messages come back on a new channel.
                 logger.exception("batch of %s not handled", subscription.queue)
+
+    async def _exclusive_loop(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        subscription: Subscription,
+        deliveries: asyncio.Queue[AbstractIncomingMessage],
+    ) -> None:
+        """Whatever is at hand, at once (the events are for live clients); the handled ones
+        acknowledged together, whatever their outcome: nothing comes back on this queue."""
+        unacked: list[AbstractIncomingMessage] = []
+        while True:
+            try:
+                # Only the wait for the first delivery can time out: none is lost.
+                async with asyncio.timeout(ACK_SECONDS if unacked else None):
+                    batch = await take_batch(deliveries, 0.0)
+            except TimeoutError:
+                await _ack_all(unacked)
+                unacked = []
+                continue
+            try:
+                await self._handle_batch(channel, subscription, batch)
+            except Exception:
+                logger.exception("batch of %s not handled", subscription.queue)
+            unacked.extend(batch)
+            if len(unacked) >= BATCH_SIZE:
+                await _ack_all(unacked)
+                unacked = []
 
     async def _handle_batch(
         self,
@@ -342,7 +378,6 @@ class RabbitMQBus:
         subscription: Subscription,
         messages: list[AbstractIncomingMessage],
     ) -> None:
-        assert subscription.batch_handler is not None
         readable: list[AbstractIncomingMessage] = []
         envelopes: list[EventEnvelope] = []
         for message in messages:
@@ -356,13 +391,17 @@ class RabbitMQBus:
             return
         if not readable:
             return
+        if subscription.batch_handler is None:
+            for message in readable:
+                await self._handle(channel, subscription, message)
+            return
         with handling_batch(subscription.queue, [m.headers or {} for m in readable]):
             handled = await subscription.handled_as_batch(envelopes)
         for message in readable:
-            if handled:
-                await _ack(message)
-            else:
+            if not handled:
                 await self._handle(channel, subscription, message)
+            elif not subscription.exclusive:
+                await _ack(message)
 
     async def _handle(
         self,
@@ -409,7 +448,8 @@ class RabbitMQBus:
                         await message.nack(requeue=True)
                     return
                 subscription.record("dead_lettered" if target.endswith(".dlq") else "retried")
-        await _ack(message)
+        if not subscription.exclusive:
+            await _ack(message)
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:
@@ -419,12 +459,27 @@ async def _ack(message: AbstractIncomingMessage) -> None:
         logger.warning("ack after a reconnect failed; the message will be redelivered")
 
 
-async def take_batch(items: asyncio.Queue[T]) -> list[T]:
-    """The first item (waiting for it), then whatever follows within BATCH_LINGER_SECONDS, up
-    to BATCH_SIZE."""
+async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
+    """Acknowledge a batch with one frame per channel: its last delivery, `multiple` (those
+    before it on the channel are this batch's or earlier ones'). A batch may span a reconnect:
+    the old channel's deliveries went with it (and so did the exclusive queue), nothing to do."""
+    last: dict[int, AbstractIncomingMessage] = {}
+    for message in messages:
+        with contextlib.suppress(ChannelInvalidStateError):  # raised by a closed channel
+            last[id(message.channel)] = message
+    for message in last.values():
+        try:
+            await message.ack(multiple=True)
+        except ChannelInvalidStateError:
+            logger.info("ack after a reconnect failed; the exclusive queue went with the channel")
+
+
+async def take_batch(items: asyncio.Queue[T], linger: float) -> list[T]:
+    """The first item (waiting for it), then whatever follows within `linger`, up to
+    BATCH_SIZE."""
     batch = [await items.get()]
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + BATCH_LINGER_SECONDS
+    deadline = loop.time() + linger
     while len(batch) < BATCH_SIZE:
         if not items.empty():
             batch.append(items.get_nowait())

@@ -54,7 +54,8 @@ class EventConsumer:
     alone (decision 0063).
 
     Without one (the gateway): on a queue of this process alone that lives as long as it does,
-    for events that matter only to what the process holds now (live sockets).
+    for events that matter only to what the process holds now (live sockets); a batch at a time
+    too (whatever the bus has at hand), with no transaction and no inbox.
     """
 
     def __init__(
@@ -83,8 +84,7 @@ class EventConsumer:
         if not wanted:
             return
         if self.database is None:
-            for envelope in wanted:
-                await self.handlers[envelope.type](EventContext(envelope, self.state))
+            await self._dispatch([EventContext(envelope, self.state) for envelope in wanted])
             return
         async with self.database.sessionmaker() as session:
             async with session.begin():
@@ -142,7 +142,7 @@ class EventConsumer:
             queue=self.queue,
             routing_keys=sorted({*self.handlers, *self.batch_handlers}),
             handler=self.process,
-            batch_handler=None if self.exclusive else self.process_batch,
+            batch_handler=self.process_batch,
             max_attempts=max_attempts,
             retry_delays_ms=retry_delays_ms,
             exclusive=self.exclusive,

@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from taskhub_common.bus import EventBus, RabbitMQBus, retry_queue_name
+from taskhub_common.bus import BATCH_SIZE, EventBus, RabbitMQBus, retry_queue_name
 from taskhub_common.consumer import EventConsumer, EventContext
 from taskhub_common.db import Database
 from taskhub_common.dlq import (
@@ -339,3 +339,44 @@ async def test_a_batch_handler_takes_runs_of_its_events_and_drops_duplicates(
     calls.clear()
     await consumer.process_batch([*events, events[1], EventEnvelope(type="x", producer="p")])
     assert calls == [["a", "c"], ["b"], ["c", "a"]]
+
+
+async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
+    service: str,
+) -> None:
+    """Without a database (the gateway): a burst larger than the queue's prefetch reaches the
+    batch handler whole, in order, in fewer calls than events, so its deliveries were
+    acknowledged (many at once) or the prefetch would have stopped it; an event that fails
+    is dropped alone (no retries on a process's own queue), and acknowledged too."""
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    try:
+        async with asyncio.timeout(30):
+            await bus.wait_connected()
+        event_type = f"{service}.happened"
+        events = [
+            EventEnvelope(type=event_type, producer="backbone") for _ in range(3 * BATCH_SIZE)
+        ]
+        bad = events[BATCH_SIZE + 7]
+        calls: list[list[uuid.UUID]] = []
+
+        async def many(contexts: list[EventContext]) -> None:
+            ids = [ctx.event.id for ctx in contexts]
+            if bad.id in ids:
+                raise RuntimeError("poison")
+            calls.append(ids)
+
+        outcomes: list[str] = []
+        consumer = EventConsumer(service, None, {}, batch_handlers={event_type: many})
+        await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS, on_outcome=outcomes.append)
+        assert await bus.publish_many([(event, {}) for event in events]) == [None] * len(events)
+
+        async def all_seen() -> bool:
+            return len(outcomes) == len(events)
+
+        await until(all_seen)
+        assert [i for ids in calls for i in ids] == [e.id for e in events if e.id != bad.id]
+        assert len(calls) < len(events) / 2, "an event per call: no batching"
+        assert sorted(outcomes) == sorted(["handled"] * (len(events) - 1) + ["dropped"])
+    finally:
+        await bus.close()

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.clients import ip_key, rate_limit_key
 from gateway.compose import TASK_VIEW, compose_task, part_caches
-from gateway.consumers import EVENT_HANDLERS
+from gateway.consumers import BATCH_EVENT_HANDLERS
 from gateway.live import LiveUpdates, keep_log
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
@@ -226,7 +226,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ],
             description="The public entry of TaskHub.",
             # Live updates: every replica receives every event on a queue of its own.
-            event_handlers=EVENT_HANDLERS,
+            batch_event_handlers=BATCH_EVENT_HANDLERS,
             on_startup=[open_upstreams],
             on_shutdown=[live.shutdown, close_upstreams],
             background=[keep_log],

@@ -119,6 +119,14 @@ def may_receive(user_id: uuid.UUID, audience: str) -> bool:
     return kind == "task" or subject == str(user_id)
 
 
+def _message(event: EventEnvelope) -> Message:
+    kind = MESSAGES[event.type]
+    data = message_data(event)
+    # Serialised once; each socket's copy only gets the seq put in front.
+    body = json.dumps({"type": kind.type, "id": str(event.id), "data": data})
+    return Message(str(event.id), event.occurred_at.timestamp(), audience(event.type, data), body)
+
+
 def text_frame(text: str) -> bytes:
     """The WebSocket frame of a message as a server sends it (unmasked, uncompressed): the same
     bytes for every socket, so built once per message, not once per socket."""
@@ -191,13 +199,11 @@ class Hub:
             if not sockets:
                 del self.sockets[socket.user_id]
 
-    async def deliver(self, event: EventEnvelope) -> None:
-        kind = MESSAGES[event.type]
-        data = message_data(event)
-        # Serialised once; each socket's copy only gets the seq put in front.
-        body = json.dumps({"type": kind.type, "id": str(event.id), "data": data})
-        occurred_at = event.occurred_at.timestamp()
-        self._pending.append(Message(str(event.id), occurred_at, audience(event.type, data), body))
+    async def deliver(self, *events: EventEnvelope) -> None:
+        """Number events, in order, and hand them to the sockets. Every event is read before
+        any is kept: one the contract refuses fails the call, and the bus hands the others
+        over again one at a time."""
+        self._pending.extend([_message(event) for event in events])
         async with self._order:
             batch, self._pending = self._pending, []
             if batch:
