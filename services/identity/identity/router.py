@@ -26,7 +26,8 @@ router = service_router(prefix="/api/auth", tags=["auth"])
 well_known_router = service_router(tags=["auth"])
 
 
-def get_service(
+# Async: FastAPI runs a plain function dependency in a worker thread, a thread hop per request.
+async def get_service(
     request: Request, session: Annotated[AsyncSession, Depends(get_session)]
 ) -> IdentityService:
     state = request.app.state
