@@ -33,6 +33,17 @@ req/s, noise); embedded 0.64x -> 0.81x, 0.69x -> 0.79x, 0.59x -> 0.71x, 1.05x ->
 0.75x -> 0.77x; composed / plain p50 1.74x -> 1.22x and 1.82x -> 1.28x. That machine was slower
 than the first one (direct list 421-475 req/s, p99 400 ms and more), so only ratios compare.
 
+After decision 0049 (start-up's objects frozen out of the collector's reach, `/me` from a
+profile cache per user), 2026-11-29, load 13-17 (two other sessions' benchmarks), main and the
+branch in turn, `--seconds 3 --rounds 3`, req/s via gateway and direct: embedded `/me` 255 ->
+852 and 362 -> 1,100, list 296 -> 377 and 536 -> 616, p99 of the reads 367-539 ms -> 59-131 ms;
+distributed `/me` 258 -> 750 and 313 -> 1,040, list 452 -> 512 and 387 -> 658, filtered
+direct 440 -> 795, composed via gateway 317 -> 460. The ratios at that load moved either way
+(embedded list 0.55x -> 0.61x, composed 0.56x -> 0.42x; distributed `/me` 0.82x -> 0.72x) and
+say nothing. In the embedded mode the aim is out of reach of trimming: the gateway's own stack
+costs about 250-350 us per request there, beside 500-800 us for a cached read of the service
+(the embedded process's CPU per request, apps called in-process; decision 0049).
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from identity.cache import ProfileCache
 from identity.keys import KeyRing
 from identity.router import router, well_known_router
 from identity.settings import IdentitySettings
@@ -18,6 +19,10 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         async with app.state.database.sessionmaker.begin() as session:
             await key_ring.load(session)
         app.state.key_ring = key_ring
+        app.state.profiles = ProfileCache(settings)
+
+    async def close_profiles(app: FastAPI) -> None:
+        await app.state.profiles.store.close()
 
     return create_service_app(
         ServiceSpec(
@@ -27,5 +32,6 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
             migrations_dir=Path(__file__).parent / "migrations",
             key_source=lambda app: key_ring,
             on_startup=[load_keys],
+            on_shutdown=[close_profiles],
         )
     )

@@ -26,11 +26,12 @@ router = service_router(prefix="/api/auth", tags=["auth"])
 well_known_router = service_router(tags=["auth"])
 
 
-def get_service(
+# Async: FastAPI runs a plain function dependency in a worker thread, a thread hop per request.
+async def get_service(
     request: Request, session: Annotated[AsyncSession, Depends(get_session)]
 ) -> IdentityService:
     state = request.app.state
-    return IdentityService(session, state.key_ring, state.settings, state.deny_list)
+    return IdentityService(session, state.key_ring, state.settings, state.deny_list, state.profiles)
 
 
 Service = Annotated[IdentityService, Depends(get_service)]
@@ -91,9 +92,9 @@ async def logout(principal: CurrentPrincipal, service: Service, body: LogoutRequ
     return Response(status_code=204)
 
 
-@router.get("/me")
-async def me(principal: CurrentPrincipal, service: Service) -> UserOut:
-    return public_user(await service.get_user(principal.user_id), principal.user_id)
+@router.get("/me", response_model=UserOut)
+async def me(principal: CurrentPrincipal, service: Service) -> Response:
+    return Response(await service.own_profile(principal.user_id), media_type="application/json")
 
 
 @router.put("/me")

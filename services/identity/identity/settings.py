@@ -11,3 +11,6 @@ class IdentitySettings(ServiceSettings):
     REFRESH_TOKEN_EXPIRE_DAYS: int = 30
     # Two tabs refreshing with the same token this close together both get the new pair.
     REFRESH_GRACE_SECONDS: int = 10
+    # How long a user's own profile (GET /me) may be served from the cache. A change through
+    # the API drops it at once; a change made in the database alone shows after this long.
+    PROFILE_CACHE_SECONDS: int = 60

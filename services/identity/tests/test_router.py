@@ -228,6 +228,33 @@ async def test_update_me(app, client: httpx.AsyncClient, registered) -> None:
     ]
 
 
+async def test_me_is_cached_until_the_user_changes(
+    app, client: httpx.AsyncClient, registered
+) -> None:
+    """GET /me is answered from the profile cache: a change made in the database alone is not
+    seen (until PROFILE_CACHE_SECONDS), one made through PUT /me is, at once."""
+    headers = bearer(registered["access_token"])
+    first = await client.get("/api/auth/me", headers=headers)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    async with app.state.database.sessionmaker.begin() as session:
+        await session.execute(
+            text("UPDATE users SET full_name = 'Set Behind' WHERE id = :id"),
+            {"id": registered["user"]["id"]},
+        )
+    assert (await client.get("/api/auth/me", headers=headers)).json() == first.json()
+    change = {"avatar_url": "https://example.com/b.png"}
+    response = await client.put("/api/auth/me", headers=headers, json=change)
+    assert response.status_code == 200
+    me = (await client.get("/api/auth/me", headers=headers)).json()
+    assert me == response.json()
+    assert me["full_name"] == "Set Behind"
+    # Another user's profile is cached apart.
+    other = (await client.post("/api/auth/register", json=new_user())).json()
+    answer = await client.get("/api/auth/me", headers=bearer(other["access_token"]))
+    assert answer.json() == other["user"]
+
+
 @pytest.mark.parametrize(
     "body", [{"full_name": ""}, {"full_name": None}, {"email": "x@example.com"}]
 )
