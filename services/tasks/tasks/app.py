@@ -18,7 +18,7 @@ GC_YOUNG_THRESHOLD = 50_000
 
 async def freeze_heap(app: FastAPI) -> None:
     """Take what start-up made out of the garbage collector's sight (decision 0086): a bulk
-    create allocates some 10^5 objects, and with the defaults that set off some 150 young
+    create allocates some 10^5 objects, and with the defaults that set off dozens of young
     collections per request and, every few requests, a full one walking the whole heap. A
     setting of the process: in the embedded mode, every service's."""
     gc.collect()
