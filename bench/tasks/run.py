@@ -22,6 +22,8 @@ hold; the 300 ms aim was not shown here):
     run 1 (load average 16-19): bulk create of 1000 on 100,000 tasks, 20 rounds in turn:
         p50 1,878 ms against 2,535 ms (0.74), p99 2,537 ms against 4,223 ms (0.60);
         the fills (one after the other, not in turn): 125.7 s against 206.2 s.
+    run 2 (load average 9-10): p50 895 ms against 1,259 ms (0.71), p99 1,403 ms against
+        2,659 ms (0.53); the fills (not in turn): 157.5 s against 151.1 s.
 """
 
 import argparse
