@@ -12,17 +12,14 @@ from tasks.router import internal_router, router
 from tasks.service import TaskService
 from tasks.settings import TasksSettings
 
-# Young collections of the cyclic garbage collector: one per this many allocations, not 700.
+# A bulk create allocates some 10^5 objects: with the default threshold (700 allocations) that
+# is dozens of young collections per request (decision 0086). Start-up's objects are frozen out
+# of every collection's reach already (taskhub_common.app, decision 0049).
 GC_YOUNG_THRESHOLD = 50_000
 
 
-async def freeze_heap(app: FastAPI) -> None:
-    """Take what start-up made out of the garbage collector's sight (decision 0086): a bulk
-    create allocates some 10^5 objects, and with the defaults that set off dozens of young
-    collections per request and, every few requests, a full one walking the whole heap. A
-    setting of the process: in the embedded mode, every service's."""
-    gc.collect()
-    gc.freeze()
+async def collect_young_less_often(app: FastAPI) -> None:
+    """A setting of the process: in the embedded mode, every service's."""
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
@@ -52,7 +49,7 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
             description="Tasks, tags, bulk create, filtering and search of TaskHub.",
             migrations_dir=Path(__file__).parent / "migrations",
             event_handlers=EVENT_HANDLERS,
-            on_startup=[open_cache, sweep_at_start, freeze_heap],
+            on_startup=[open_cache, sweep_at_start, collect_young_less_often],
             on_shutdown=[close_cache],
         )
     )
