@@ -27,6 +27,8 @@ only ratios hold; the 300 ms aim was not shown here):
         2,659 ms (0.53); the fills (not in turn): 157.5 s against 151.1 s.
     run 3, against main with 0049 (load average 9): p50 910 ms against 1,034 ms (0.88),
         p99 1,303 ms against 1,564 ms (0.83).
+    run 4, the same (load average 8-9): p50 897 ms against 1,065 ms (0.84), p99 1,282 ms
+        against 1,329 ms (0.96); the fills (not in turn): 51.3 s against 85.2 s.
 """
 
 import argparse
