@@ -5,7 +5,8 @@ and Redis). The tasks are a team's: 20 assignees (90% of tasks assigned), a thir
 creation and 2% of the rest completed minutes later through the API (so cycle times vary),
 due dates ahead, behind or none (open tasks past due are swept to overdue, as the notifier's
 scanner does), one or two of 20 tags. All are created today: the API sets creation times.
-It measures:
+Before timing the queries it waits for every service of the stack to fall idle (the notifier works
+through the fill's events for minutes after the read model holds them). It measures:
   - the event handling rate: task.created events applied to the read model per second (from
     the first bulk create until the model holds every task, so it includes the tasks relay);
   - overview, performance and trends p50/p99 through the gateway, uncached (a new filter every
