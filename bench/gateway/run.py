@@ -44,6 +44,17 @@ say nothing. In the embedded mode the aim is out of reach of trimming: the gatew
 costs about 250-350 us per request there, beside 500-800 us for a cached read of the service
 (the embedded process's CPU per request, apps called in-process; decision 0049).
 
+After decisions 0049 (start-up's heap frozen, /me cached per user), 0077 and 0086, 2026-11-29,
+a quiet machine (load 1.5-2.2) much faster than the one above (the ceiling 1,260-1,358 req/s),
+edeac38 (before) and 0b967ae (after) one run each, one after the other, gateway/direct req/s:
+distributed list 0.94x -> 0.94x (1,110 -> 1,247 req/s through the gateway), filtered 1.00x ->
+0.94x, composed 1.02x -> 0.86x, /me 0.88x -> 0.96x (456 -> 1,559 req/s), POST 0.96x -> 0.87x;
+embedded list 0.83x -> 0.68x (951 -> 1,122 req/s; direct 1,146 -> 1,650), filtered 0.82x ->
+0.72x, composed 0.76x -> 0.67x, /me 0.76x -> 0.66x (433 -> 1,519 req/s), POST 0.98x -> 1.07x;
+composed / plain p50 1.08x -> 1.14x and 1.53x -> 1.59x; p99 of the reads 72-192 ms -> 17-24 ms.
+Every read serves more requests per second, in both modes; the embedded ratios fell because
+the direct calls gained more than the gateway's own share of about 250-350 µs per request.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
