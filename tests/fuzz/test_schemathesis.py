@@ -25,6 +25,7 @@ CHECKS = (
     "ensure_resource_availability",
     "ignored_auth",
     "missing_required_header",
+    "negative_data_rejection",
 )
 CASES_PER_OPERATION = 15
 MIN_CASES = 1_000
