@@ -26,7 +26,7 @@ from gateway.sockets import ServerSend, redact_socket_credentials
 from gateway.sockets import router as socket_router
 from gateway.tickets import ticket_router
 from gateway.upstream_client import UpstreamClient, UpstreamError, get_json, make_upstream_client
-from gateway.upstreams import find_upstream, is_public, upstreams
+from gateway.upstreams import Upstream, find_upstream, is_public, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
 from taskhub_common.docs import docs_router
@@ -84,11 +84,19 @@ class PassThroughRoute(Route):
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        await _principal(request, ask_deny_list=False)
-        limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.hit(self.limit, "api", rate_limit_key(request))
+        await self.identify(request)
+        await self.count(request)
         response = await proxy_to_owner(request)
         await response(scope, receive, send)
+
+    async def identify(self, request: Request) -> None:
+        """The caller, from the token's signature and expiry (the deny list is the owner's)."""
+        await _principal(request, ask_deny_list=False)
+
+    async def count(self, request: Request) -> None:
+        """One request against the caller's budget; RateLimited when it is spent."""
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.hit(self.limit, "api", rate_limit_key(request))
 
 
 def install_pass_through(app: FastAPI, settings: GatewaySettings) -> None:
@@ -102,19 +110,33 @@ def install_pass_through(app: FastAPI, settings: GatewaySettings) -> None:
         if "{" in path:
             raise RuntimeError(f"{path}: the gateway's own /api routes must be fixed paths")
         reserved |= {(method, path) for method in getattr(route.original_route, "methods", ())}
-    app.router.routes.insert(0, PassThroughRoute(parse(settings.RATE_LIMIT_DEFAULT), reserved))
+    route = PassThroughRoute(parse(settings.RATE_LIMIT_DEFAULT), reserved)
+    app.router.routes.insert(0, route)
+    app.state.pass_through = route
 
 
 async def proxy_to_owner(request: Request) -> Response:
-    path = public_path(request.url.path)
+    upstream, path = owner(request)
+    if is_composed(request.method, path):
+        return await compose_task(request, path)
+    return await forward(request, upstream, path)
+
+
+def owner(request: Request) -> tuple[Upstream, str]:
+    """The service that owns the path, and the path as routed; NotFound, or NotAuthenticated
+    for an anonymous caller of a path that needs a token."""
+    path = public_path(request.scope["path"])
     upstream = find_upstream(request.app.state.upstreams, path) if path else None
     if upstream is None:
         raise NotFound("Not Found")
     if request.state.principal is None and not is_public(request.method, path):
         raise NotAuthenticated()
-    if request.method == "GET" and TASK_VIEW.fullmatch(path):
-        return await compose_task(request, path)
-    return await forward(request, upstream, path)
+    return upstream, path
+
+
+def is_composed(method: str, path: str) -> bool:
+    """A task read: the gateway composes it from tasks, comments and files."""
+    return method == "GET" and TASK_VIEW.fullmatch(path) is not None
 
 
 def public_path(path: str) -> str | None:
@@ -243,16 +265,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.merged_openapi = MergedOpenAPI(settings.APP_NAME, settings.APP_VERSION, table)
     install_pass_through(app, settings)
 
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        # Tokens travel in headers, not cookies; credentials with a wildcard would let any
-        # site read responses.
-        allow_credentials="*" not in settings.cors_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        expose_headers=["X-Request-ID", "Retry-After", "X-Total-Count", "X-Missing-Parts"],
-    )
+    app.add_middleware(CORSMiddleware, **cors_options(settings))
     # Last added, so outermost: the live hub writes frames to uvicorn's connection directly.
     app.add_middleware(ServerSend)
     return app
+
+
+def cors_options(settings: GatewaySettings) -> dict[str, Any]:
+    return {
+        "allow_origins": settings.cors_origins,
+        # Tokens travel in headers, not cookies; credentials with a wildcard would let any
+        # site read responses.
+        "allow_credentials": "*" not in settings.cors_origins,
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": ["X-Request-ID", "Retry-After", "X-Total-Count", "X-Missing-Parts"],
+    }

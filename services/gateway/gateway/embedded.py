@@ -1,8 +1,10 @@
 """The embedded mode: every service in one process, behind the gateway, on the embedded
 PostgreSQL and the in-process bus. `python -m gateway.embedded` (what `make run` starts).
 
-Each service app is registered under its URL, so the gateway (and any service calling another)
-reaches it through httpx's ASGI transport: the same proxy code as in the distributed mode.
+Each service app is registered under its URL, so the gateway calls it in-process and any
+service calling another reaches it through httpx's ASGI transport: the same proxy code as in
+the distributed mode. A request the gateway passes through goes to its service's app past the
+gateway's own middleware stack (gateway.in_process, decision 0092).
 """
 
 import contextlib
@@ -15,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app as create_gateway
+from gateway.in_process import InProcessPassThrough
 from gateway.settings import GatewaySettings
 from gateway.upstreams import upstreams
 from taskhub_common import embedded_postgres
@@ -44,7 +47,7 @@ def banner(host: str, port: int) -> str:
     )
 
 
-def create_embedded_app() -> FastAPI:
+def create_embedded_app() -> InProcessPassThrough:
     settings = GatewaySettings()
     services = []
     for upstream in upstreams(settings):
@@ -74,7 +77,7 @@ def create_embedded_app() -> FastAPI:
             yield
 
     gateway.router.lifespan_context = lifespan
-    return gateway
+    return InProcessPassThrough(gateway)
 
 
 def main() -> None:

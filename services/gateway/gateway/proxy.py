@@ -52,10 +52,23 @@ DROPPED = {name.encode("latin-1") for name in HOP_BY_HOP | OWN_HEADERS}
 DROPPED_WITHOUT_BODY = DROPPED | {name.encode("latin-1") for name in BODY_HEADERS}
 
 
+# The request id and trace context, kept as the client sent them: in the embedded mode's
+# in-process pass-through the service judges them itself, as the gateway would have.
+DROPPED_IN_PROCESS = DROPPED - {b"x-request-id", b"traceparent"}
+
+
 def request_headers(request: Request, with_body: bool = True) -> Headers:
     """The client's headers for an upstream call, less what only the gateway may set; without
     the body's headers for calls the gateway makes on its own (a composed GET)."""
-    dropped = DROPPED if with_body else DROPPED_WITHOUT_BODY
+    return [
+        *forwarded_headers(request, DROPPED if with_body else DROPPED_WITHOUT_BODY),
+        (b"x-request-id", (request_id_var.get() or "").encode("latin-1")),
+        (b"traceparent", (traceparent_var.get() or "").encode("latin-1")),
+    ]
+
+
+def forwarded_headers(request: Request, dropped: set[bytes]) -> Headers:
+    """The client's headers less `dropped` and any `X-User-*`, and where the request came from."""
     headers = [
         (name, value)
         for name, value in request.scope["headers"]
@@ -65,8 +78,6 @@ def request_headers(request: Request, with_body: bool = True) -> Headers:
         (b"x-forwarded-for", client_ip(request).encode("latin-1")),
         (b"x-forwarded-proto", client_scheme(request).encode("latin-1")),
         (b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")),
-        (b"x-request-id", (request_id_var.get() or "").encode("latin-1")),
-        (b"traceparent", (traceparent_var.get() or "").encode("latin-1")),
     ]
     return headers
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 from opentelemetry import propagate, trace
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskhub_common.http import local_app
 from taskhub_common.tracing import tracer_provider
@@ -364,10 +364,9 @@ class InProcessUpstream:
         self.host_header = address.netloc.encode("latin-1")
         self.running: set[asyncio.Task[None]] = set()
 
-    async def send(
-        self, method: str, path: str, query: bytes, headers: Headers, body: Body = None
-    ) -> UpstreamResponse:
-        scope = {
+    def scope(self, method: str, path: str, query: bytes, headers: Headers) -> Scope:
+        """The request as the service's app sees it: from its own host, the gateway the client."""
+        return {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -384,6 +383,24 @@ class InProcessUpstream:
             "server": self.server,
             "client": ("127.0.0.1", 0),
         }
+
+    async def serve(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Headers,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """The app reads the client's body and answers the client itself: nothing is buffered
+        or copied between them (the embedded mode's pass-through, decision 0092)."""
+        await self.app(self.scope(method, path, query, headers), receive, send)
+
+    async def send(
+        self, method: str, path: str, query: bytes, headers: Headers, body: Body = None
+    ) -> UpstreamResponse:
+        scope = self.scope(method, path, query, headers)
         loop = asyncio.get_running_loop()
         started: asyncio.Future[Message] = loop.create_future()
         # Body chunks, then None at the end, or the exception the app raised after it started.
