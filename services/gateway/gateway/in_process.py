@@ -5,22 +5,25 @@ The gateway's decisions are the same as PassThroughRoute's, made by the same fun
 caller from the token, the owning service, the rate limit. What is left out is what the
 service's own stack does again in the same process: the request id and trace context, the
 access log line, the limits on the request, the error pages. Kept: CORS and the gateway's
-request metrics. Whatever the gateway itself answers (a refusal, the composed task view, its
-own routes, WebSockets) takes the whole gateway app, as it would without this.
+request metrics, and for the composed task view, which the gateway answers itself, its request
+context. A refusal, the gateway's own routes and WebSockets take the whole gateway app, as they
+would without this.
 """
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import PassThroughRoute, cors_options, is_composed, owner
+from gateway.compose import compose_task
 from gateway.proxy import DROPPED_IN_PROCESS, forwarded_headers
 from gateway.upstream_client import InProcessUpstream
 from taskhub_common.errors import AppError
 from taskhub_common.metrics import MetricsMiddleware
+from taskhub_common.middleware import RequestContextMiddleware
 
-# Where the admitted request's service and path wait for the forwarding app, in the scope.
+# Where the admitted request's service and path wait, in the scope.
 ADMITTED = "taskhub.in_process"
 
 
@@ -28,41 +31,52 @@ class InProcessPassThrough:
     def __init__(self, gateway: FastAPI) -> None:
         self.gateway = gateway
         self.route: PassThroughRoute = gateway.state.pass_through
-        self.lane = CORSMiddleware(
-            MetricsMiddleware(self.forward, metrics=gateway.state.metrics),
-            **cors_options(gateway.state.settings),
-        )
+        settings = gateway.state.settings
+
+        def outer(app: ASGIApp) -> ASGIApp:
+            return CORSMiddleware(
+                MetricsMiddleware(app, metrics=gateway.state.metrics), **cors_options(settings)
+            )
+
+        self.forwarding = outer(self.forward)
+        # The gateway answers the composed view itself: under its own request context.
+        self.composing = outer(RequestContextMiddleware(self.compose, settings.SERVICE_NAME))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await self.admit(scope, receive):
-            await self.lane(scope, receive, send)
-        else:
-            await self.gateway(scope, receive, send)
+        app = await self.admit(scope, receive) if scope["type"] == "http" else self.gateway
+        await app(scope, receive, send)
 
-    async def admit(self, scope: Scope, receive: Receive) -> bool:
-        """Whether the request goes straight to its service; the rate limit is counted when
-        it does. A refusal is left to the gateway app, which decides it again and answers."""
+    async def admit(self, scope: Scope, receive: Receive) -> ASGIApp:
+        """Where the request goes: straight to its service, to the composed view, or else to
+        the gateway app, which decides a refusal again and answers it. The rate limit is
+        counted here only for a request that stays here."""
         match, child_scope = self.route.matches(scope)
         if match is not Match.FULL:
-            return False
+            return self.gateway
         scope.update(child_scope, app=self.gateway)
         request = Request(scope, receive)
         await self.route.identify(request)
         try:
             upstream, path = owner(request)
         except AppError:
-            return False
+            return self.gateway
         client = request.app.state.upstream_clients[upstream.name]
-        # Traced calls (a client span each) and the composed view are the gateway's own work.
-        if not isinstance(client, InProcessUpstream) or is_composed(request.method, path):
-            return False
+        # Traced calls (a client span each) are the gateway app's.
+        if not isinstance(client, InProcessUpstream):
+            return self.gateway
         try:
             await self.route.count(request)
         except AppError:
-            return False
-        scope[ADMITTED] = (client, path, forwarded_headers(request, DROPPED_IN_PROCESS))
-        return True
+            return self.gateway
+        scope[ADMITTED] = (client, path)
+        return self.composing if is_composed(request.method, path) else self.forwarding
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client, path, headers = scope.pop(ADMITTED)
+        client, path = scope.pop(ADMITTED)
+        headers = forwarded_headers(Request(scope, receive), DROPPED_IN_PROCESS)
         await client.serve(scope["method"], path, scope["query_string"], headers, receive, send)
+
+    async def compose(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _, path = scope.pop(ADMITTED)
+        response = await compose_task(Request(scope, receive), path)
+        await response(scope, receive, send)

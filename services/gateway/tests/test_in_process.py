@@ -13,16 +13,23 @@ from gateway.upstreams import Upstream
 from taskhub_common.http import register_local_app
 from taskhub_common.testing import bearer
 
-from .echo_upstream import echo_app
-from .test_proxy import token_for
+from .echo_upstream import echo_app, task_service_app
+from .test_proxy import one_server_for_tasks_and_parts, token_for
 
 ECHO_URL = "http://echo.in-process-test"
+TASK_PARTS_URL = "http://task-parts.in-process-test"
 
 
 @pytest.fixture(scope="session")
 def in_process_echo() -> list[Upstream]:
     register_local_app(ECHO_URL, echo_app())
     return [Upstream("echo", ECHO_URL, ("/api/echo/", "/api/big/"), "")]
+
+
+@pytest.fixture(scope="session")
+def in_process_task_parts() -> list[Upstream]:
+    register_local_app(TASK_PARTS_URL, task_service_app())
+    return one_server_for_tasks_and_parts(TASK_PARTS_URL)
 
 
 class Lines(logging.Handler):
@@ -141,3 +148,27 @@ async def test_the_rate_limit_holds_and_its_refusal_is_the_gateway_s(
     assert statuses == [200, 200, 200, 429]
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) > 0
+
+
+async def test_the_composed_view_is_the_gateway_s_answer_under_its_request_context(
+    make_gateway, client_for, in_process_task_parts, access_lines
+) -> None:
+    origin = "https://app.example.com"
+    async with (
+        make_gateway(in_process_task_parts, CORS_ORIGINS=origin) as app,
+        client_for(InProcessPassThrough(app)) as client,
+    ):
+        token = await token_for(client)
+        composed = await client.get(
+            "/api/tasks/7",
+            headers={**bearer(token), "X-Request-ID": "composed-1", "Origin": origin},
+        )
+        missing = await client.get("/api/tasks/missing", headers=bearer(token))
+    assert composed.status_code == 200
+    assert composed.json()["comments"] == [{"id": "comments-1", "task_id": "7"}]
+    assert composed.json()["files"] == [{"id": "files-1", "task_id": "7"}]
+    assert composed.headers["x-request-id"] == "composed-1"
+    assert composed.headers["access-control-allow-origin"] == origin
+    assert missing.status_code == 404
+    lines = [line.getMessage() for line in access_lines if "/api/tasks/" in line.getMessage()]
+    assert lines == ["GET /api/tasks/7 200", "GET /api/tasks/missing 404"]
