@@ -14,7 +14,7 @@ import pytest
 from taskhub_common.testing import bearer, new_user
 from tests.e2e.stack import Stack
 
-# Decision 0055 says which of schemathesis' checks are on, and why the others are not.
+# Decision 0056 says which of schemathesis' checks are on, and why the others are not.
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
