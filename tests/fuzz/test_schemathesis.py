@@ -26,6 +26,7 @@ CHECKS = (
     "ignored_auth",
     "missing_required_header",
     "negative_data_rejection",
+    "allow_header_conformance",
 )
 CASES_PER_OPERATION = 15
 MIN_CASES = 1_000

@@ -13,9 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from taskhub_common.logs import request_id_var
 
@@ -171,8 +173,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, exc.detail, exc.code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, exc.detail, headers=exc.headers)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, exc.detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -207,3 +213,22 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"X-Request-ID": request_id} if request_id else None,
             request_id=request_id,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app takes on the request's path. A fixed path is its own resource
+    (as in OpenAPI): `/api/tasks/bulk` takes POST, whatever `/api/tasks/{task_id}` takes."""
+    path = request.scope["path"]
+    matching = [
+        route
+        for route in iter_route_contexts(request.app.routes)
+        if route.path and compile_path(route.path)[0].match(path)
+    ]
+    fixed = [route for route in matching if "{" not in route.path]
+    return sorted(
+        {
+            method
+            for route in fixed or matching
+            for method in getattr(route.original_route, "methods", None) or ()
+        }
+    )

@@ -29,6 +29,15 @@ def restore_logging() -> Iterator[None]:
         logging.getLogger(name).setLevel(previous)
 
 
+@pytest.fixture(autouse=True)
+def no_service_in_context() -> Iterator[None]:
+    """Lines name the formatter's service: a service started earlier in this process (another
+    suite's lifespan) left its own name in the context."""
+    token = logs.service_var.set(None)
+    yield
+    logs.service_var.reset(token)
+
+
 def formatter_for(monkeypatch, stream: io.StringIO, log_format: str) -> logging.Formatter:
     monkeypatch.setattr(logs.sys, "stderr", stream)
     configure_logging("tasks", "INFO", log_format)

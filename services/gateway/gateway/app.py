@@ -32,8 +32,6 @@ from taskhub_common.auth import Principal, TokenVerifier
 from taskhub_common.docs import docs_router
 from taskhub_common.errors import NotAuthenticated, NotFound
 
-PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
 
 async def verified_principal(request: Request) -> Principal | None:
     """The caller, if the request carries a valid access token. Never raises: the decision to
@@ -63,24 +61,23 @@ class PassThroughRoute(Route):
     verifies the token itself and decides (decision 0046). The gateway's own routes under
     `/api` (health, login, register, the WebSocket ticket) are left to the router."""
 
-    def __init__(self, limit: RateLimitItem, reserved: set[tuple[str, str]]) -> None:
+    def __init__(self, limit: RateLimitItem, reserved: set[str]) -> None:
         super().__init__("/api/{path:path}", self.serve, include_in_schema=False)
         # Route treats a method as a request -> response endpoint, and adds HEAD to a GET.
         self.app = self.serve
-        self.methods = set(PROXY_METHODS)
+        # Every method: which ones a path takes is for its service to say (a 405 and `Allow`).
+        self.methods = None
         self.limit = limit
-        # (method, path) of the gateway's own routes: these go on to the router.
+        # The paths of the gateway's own routes: these go on to the router, whatever the method.
         self.reserved = frozenset(reserved)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             return Match.NONE, {}
-        method = scope["method"]
-        if (method, scope["path"]) in self.reserved:
+        if scope["path"] in self.reserved:
             return Match.NONE, {}
         # The route itself, as FastAPI's routes leave it: metrics and traces name its template.
-        child_scope = {"endpoint": self.endpoint, "path_params": {}, "route": self}
-        return (Match.FULL if method in self.methods else Match.PARTIAL), child_scope
+        return Match.FULL, {"endpoint": self.endpoint, "path_params": {}, "route": self}
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -109,7 +106,7 @@ def install_pass_through(app: FastAPI, settings: GatewaySettings) -> None:
             continue
         if "{" in path:
             raise RuntimeError(f"{path}: the gateway's own /api routes must be fixed paths")
-        reserved |= {(method, path) for method in getattr(route.original_route, "methods", ())}
+        reserved.add(path)
     route = PassThroughRoute(parse(settings.RATE_LIMIT_DEFAULT), reserved)
     app.router.routes.insert(0, route)
     app.state.pass_through = route

@@ -108,6 +108,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.complete = False
         self.received_any = False
+        # The answer to a HEAD: no body, whatever its Content-Length says.
+        self.head_only = False
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.reading_paused = False
@@ -145,6 +147,11 @@ class _Connection(asyncio.Protocol):
         # Asked now: once the message is complete the parser has moved on to the next one.
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
+        if self.head_only:
+            # The parser would wait for the body the length announces and read the next
+            # answer as it: the answer ends here, and the connection with it.
+            self.complete = True
+            self.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -245,6 +252,7 @@ class HttpUpstream:
         replayable = method in IDEMPOTENT and not isinstance(body, AsyncIterable)
         while True:
             connection, reused = await self._connection()
+            connection.head_only = method == "HEAD"
             try:
                 await self._write_request(connection, head, body, chunked)
                 while not connection.head_done:

@@ -65,17 +65,26 @@ async def test_a_revoked_token_is_refused_by_the_service_it_reaches(
     assert response.json()["code"] == "not_authenticated"
 
 
-async def test_methods_the_gateway_does_not_forward_are_405(
+async def test_a_method_a_path_does_not_take_is_answered_by_whoever_owns_the_path(
     make_gateway, client_for, extra_upstreams, echo
 ) -> None:
+    """Every method is forwarded: the owning service says which ones a path takes (405 and
+    `Allow`); on the gateway's own paths, the gateway says it."""
     async with make_gateway(extra_upstreams) as app, client_for(app) as client:
         token = await token_for(client)
         hits = echo.state.hits
-        for method in ("HEAD", "OPTIONS"):
-            response = await client.request(method, "/api/echo/x", headers=bearer(token))
-            assert response.status_code == 405
-            assert "GET" in response.headers["allow"]
-        assert echo.state.hits == hits
+        answers = [
+            await client.request(method, "/api/echo/x", headers=bearer(token))
+            for method in ("OPTIONS", "PATCH", "HEAD")
+        ]
+        own = await client.put("/api/health", headers=bearer(token))
+        login = await client.get("/api/auth/login")
+    for response in answers:
+        assert response.status_code == 405, (response.request.method, response.text)
+        assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "PUT", "DELETE"}
+    assert echo.state.hits == hits  # the service's router refused them; its route never ran
+    assert (own.status_code, own.headers["allow"]) == (405, "GET")
+    assert (login.status_code, login.headers["allow"]) == (405, "POST")
 
 
 def test_the_gateway_s_own_api_routes_must_be_fixed_paths() -> None:

@@ -31,6 +31,18 @@ async def test_connections_are_kept_alive_and_reused(echo_url: str) -> None:
     await client.aclose()
 
 
+async def test_the_answer_to_a_head_ends_with_its_head(echo_url: str) -> None:
+    """It announces a length but has no body: waiting for one would time out."""
+    client = HttpUpstream(echo_url, timeout=2, connect_timeout=2)
+    head = await client.send("HEAD", "/api/echo/one", b"", [])
+    assert head.status == 405  # the echo routes no HEAD; its answer says how long a GET's is
+    assert head.header(b"content-length") not in (None, "0")
+    assert await head.read() == b""
+    after = await client.send("GET", "/api/echo/two", b"", [])
+    assert b'"path":"/api/echo/two"' in await after.read()
+    await client.aclose()
+
+
 async def test_a_kept_alive_connection_the_service_closed_is_not_used_again() -> None:
     """A server that answers each request and then closes the connection without saying so, as
     uvicorn does when its keep-alive runs out: every request still gets its answer."""
