@@ -10,9 +10,17 @@ Redis; the live log in Redis), then two measurements against one gateway process
    published straight to RabbitMQ at R events/s for D seconds (task.created, as the tasks
    relay would right after the commit) by a process of their own, each carrying the time it
    was published; every socket reads every message. Printed: messages received against
-   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY),
-   frames/s delivered, and the gateway's CPU time per frame (the figure the client's own
-   limits do not bend).
+   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY)
+   and the same delay in two stages, cut where the live log numbered the event (Redis stamps
+   each entry with its own clock, to the ms), frames/s delivered, the gateway's CPU time per
+   frame (the figure the client's own limits do not bend), and the CPU of the clients and of
+   the rest of the stack.
+
+The events reach the gateway only: the other services that consume task events (notifier,
+analytics) run on the in-process bus here. Each handles a batch in a database transaction, and
+on the same cores they took more CPU than the gateway (at 500 events/s, 3.9 and 2.0 s against
+its 4.7 s over 10 s, load 8), a load a deployment puts elsewhere and no part of the gateway's
+latency.
 
 With `--before DIR` (a checkout of the code to compare with, e.g.
 `git archive main | tar -x -C /tmp/live-before`), every measurement runs with the gateway of
@@ -96,11 +104,38 @@ gateway's CPU hardly depends on the rate: with the flush window each socket gets
 per 20 ms whenever events come (about 7.6 µs per write). At 500/s the gateway takes under
 half a core, and the publisher, RabbitMQ, Redis and the 1,000 clients share the rest of the
 two cores: the latency above 100/s is that machine's queueing, not the gateway's alone.
+
+The bench's events to the gateway alone (decision 0078: notifier and analytics off the bus;
+the client's cheaper parse from the third round on), 2026-11-29, `--idle 0 --fan-out
+100:1000 --fan-out 500:1000 --seconds 10`, main's bench and this one in turn (the same
+gateway), six rounds, others' benches on the same 2 cores (load average 4.8-18.5, each run's
+own in brackets), latency p50/p99 and, at 500/s, events published per second; every message
+delivered but in one run (*):
+      100/s  before  642 ms/1.50 s (16.6)   136 ms/440 ms (10.2)   80.8 ms/296 ms (12.5)
+                     941 ms/2.64 s (16.9)   36.7 ms/84.8 ms (11.4) 523 ms/1.16 s (13.5)
+             after   27.3 ms/85.1 ms (12.9) 44.0 ms/1.79 s (11.9)  90.9 ms/665 ms (16.8)
+                     177 ms/838 ms (13.5)   28.5 ms/194 ms (6.6)   113 ms/353 ms (12.0)
+      500/s  before  8.69 s/16.7 s 175/s (15.7)  15.7 s/17.5 s 368/s (10.8)
+                     4.34 s/8.35 s 248/s (11.8)  14.6 s/19.8 s 283/s (14.9) *
+                     513 ms/952 ms 500/s (9.1)   10.7 s/16.4 s 229/s (13.6)
+             after   4.83 s/6.71 s 500/s (9.6)   1.65 s/2.69 s 500/s (11.3)
+                     1.12 s/2.29 s 500/s (18.5)  6.21 s/10.2 s 417/s (13.2)
+                     30.7 ms/154 ms 500/s (4.8)  3.86 s/6.93 s 428/s (10.6)
+(*) 4,652,500 of 5,000,000 within 15 s of the last publish. Medians of the six: at 100/s p50
+329 -> 67.5 ms (0.21x), p99 799 -> 509 ms (0.64x, within the noise); at 500/s p50 9.70 ->
+2.75 s (0.28x), p99 16.6 -> 4.70 s (0.28x), with the publisher reaching 500/s in four runs of
+six instead of one. The split, after: at 100/s publish -> numbered p50 1.9-93 ms, numbered
+-> read p50 22-58 ms (the flush window and a flush); at 500/s, whenever the gateway fell
+behind, it was before the log (publish -> numbered p50 0.29-6.1 s, numbered -> read 0.13-0.74
+s). In the one quieter run (load 4.8) 500 events/s to 1,000 sockets came at p50 30.7 ms, p99
+154 ms. The clients' CPU at 500/s: 3.4-4.7 s before, 2.6-4.6 s after with the cheaper parse:
+its 0.73-0.82x time per frame is within this machine's noise.
 """
 
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import resource
 import tempfile
@@ -131,10 +166,8 @@ BENCH_ENV = {
     "WS_MAX_PER_USER": "1000000",
     "LOG_LEVEL": "WARNING",
 }
-# The services that consume task events besides the gateway (each in a database transaction)
-# run on the in-process bus, so that the bench's events reach the gateway only: on the same
-# cores they took more CPU than the gateway itself (notifier 3.9 s, analytics 2.0 s, gateway
-# 4.7 s for 10 s at 500 events/s), which is no part of the gateway's latency in a deployment.
+# The other consumers of task events, on the in-process bus: the bench's events reach the
+# gateway only (see above).
 OFF_THE_BUS = {name: {"RABBITMQ_URL": ""} for name in ("notifier", "analytics")}
 # A published event expires from a queue nobody reads (one those services left bound before).
 EVENT_TTL_SECONDS = 60
@@ -406,7 +439,10 @@ async def stages(reads: list[tuple[float, float]]) -> str:
         rows = await redis.xrange(log)
     finally:
         await redis.aclose()
-    numbered = {published_at(fields[b"b"]): int(fields[b"t"]) / 1000 for _, fields in rows}
+    numbered = {}
+    for _, fields in rows:
+        with contextlib.suppress(ValueError):  # not one of the bench's events
+            numbered[published_at(fields[b"b"])] = int(fields[b"t"]) / 1000
     pairs = [(numbered[p] - p, read - numbered[p]) for p, read in reads if p in numbered]
     if not pairs:
         return "stages unknown (the log no longer holds these events)"
