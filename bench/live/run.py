@@ -10,9 +10,17 @@ Redis; the live log in Redis), then two measurements against one gateway process
    published straight to RabbitMQ at R events/s for D seconds (task.created, as the tasks
    relay would right after the commit) by a process of their own, each carrying the time it
    was published; every socket reads every message. Printed: messages received against
-   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY),
-   frames/s delivered, and the gateway's CPU time per frame (the figure the client's own
-   limits do not bend).
+   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY)
+   and the same delay in two stages, cut where the live log numbered the event (Redis stamps
+   each entry with its own clock, to the ms), frames/s delivered, the gateway's CPU time per
+   frame (the figure the client's own limits do not bend), and the CPU of the clients and of
+   the rest of the stack.
+
+The events reach the gateway only: the other services that consume task events (notifier,
+analytics) run on the in-process bus here. Each handles a batch in a database transaction, and
+on the same cores they took more CPU than the gateway (at 500 events/s, 3.9 and 2.0 s against
+its 4.7 s over 10 s, load 8), a load a deployment puts elsewhere and no part of the gateway's
+latency.
 
 With `--before DIR` (a checkout of the code to compare with, e.g.
 `git archive main | tar -x -C /tmp/live-before`), every measurement runs with the gateway of
@@ -96,11 +104,38 @@ gateway's CPU hardly depends on the rate: with the flush window each socket gets
 per 20 ms whenever events come (about 7.6 µs per write). At 500/s the gateway takes under
 half a core, and the publisher, RabbitMQ, Redis and the 1,000 clients share the rest of the
 two cores: the latency above 100/s is that machine's queueing, not the gateway's alone.
+
+The bench's events to the gateway alone (decision 0078: notifier and analytics off the bus;
+the client's cheaper parse from the third round on), 2026-11-29, `--idle 0 --fan-out
+100:1000 --fan-out 500:1000 --seconds 10`, main's bench and this one in turn (the same
+gateway), six rounds, others' benches on the same 2 cores (load average 4.8-18.5, each run's
+own in brackets), latency p50/p99 and, at 500/s, events published per second; every message
+delivered but in one run (*):
+      100/s  before  642 ms/1.50 s (16.6)   136 ms/440 ms (10.2)   80.8 ms/296 ms (12.5)
+                     941 ms/2.64 s (16.9)   36.7 ms/84.8 ms (11.4) 523 ms/1.16 s (13.5)
+             after   27.3 ms/85.1 ms (12.9) 44.0 ms/1.79 s (11.9)  90.9 ms/665 ms (16.8)
+                     177 ms/838 ms (13.5)   28.5 ms/194 ms (6.6)   113 ms/353 ms (12.0)
+      500/s  before  8.69 s/16.7 s 175/s (15.7)  15.7 s/17.5 s 368/s (10.8)
+                     4.34 s/8.35 s 248/s (11.8)  14.6 s/19.8 s 283/s (14.9) *
+                     513 ms/952 ms 500/s (9.1)   10.7 s/16.4 s 229/s (13.6)
+             after   4.83 s/6.71 s 500/s (9.6)   1.65 s/2.69 s 500/s (11.3)
+                     1.12 s/2.29 s 500/s (18.5)  6.21 s/10.2 s 417/s (13.2)
+                     30.7 ms/154 ms 500/s (4.8)  3.86 s/6.93 s 428/s (10.6)
+(*) 4,652,500 of 5,000,000 within 15 s of the last publish. Medians of the six: at 100/s p50
+329 -> 67.5 ms (0.21x), p99 799 -> 509 ms (0.64x, within the noise); at 500/s p50 9.70 ->
+2.75 s (0.28x), p99 16.6 -> 4.70 s (0.28x), with the publisher reaching 500/s in four runs of
+six instead of one. The split, after: at 100/s publish -> numbered p50 1.9-93 ms, numbered
+-> read p50 22-58 ms (the flush window and a flush); at 500/s, whenever the gateway fell
+behind, it was before the log (publish -> numbered p50 0.29-6.1 s, numbered -> read 0.13-0.74
+s). In the one quieter run (load 4.8) 500 events/s to 1,000 sockets came at p50 30.7 ms, p99
+154 ms. The clients' CPU at 500/s: 3.4-4.7 s before, 2.6-4.6 s after with the cheaper parse:
+its 0.73-0.82x time per frame is within this machine's noise.
 """
 
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import resource
 import tempfile
@@ -110,14 +145,17 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+import aio_pika
 import httpx
 import psutil
+from redis.asyncio import Redis
 
 from bench.tasks.run import percentile
+from gateway.streams import RedisLog, log_namespace
 from taskhub_common.contracts import TASK_CREATED
 from taskhub_common.events import EventEnvelope
-from taskhub_common.testing import new_user, recreate_database
-from taskhub_common.testing.live import publish_on, rabbitmq_exchange, task_data
+from taskhub_common.testing import RABBITMQ_URL, REDIS_HOST, new_user, recreate_database
+from taskhub_common.testing.live import rabbitmq_exchange, task_data
 from tests.e2e.stack import Process, Stack
 
 DATABASE = "taskhub_bench_live"
@@ -128,6 +166,11 @@ BENCH_ENV = {
     "WS_MAX_PER_USER": "1000000",
     "LOG_LEVEL": "WARNING",
 }
+# The other consumers of task events, on the in-process bus: the bench's events reach the
+# gateway only (see above).
+OFF_THE_BUS = {name: {"RABBITMQ_URL": ""} for name in ("notifier", "analytics")}
+# A published event expires from a queue nobody reads (one those services left bound before).
+EVENT_TTL_SECONDS = 60
 SOCKETS_PER_USER = 250
 OPEN_AT_ONCE = 200
 SAMPLE_EVERY = 10
@@ -151,14 +194,21 @@ def load() -> str:
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def published_at(message: bytes, start: int = 0, end: int | None = None) -> float:
+    """The time the bench published a message's event (in its task's description)."""
+    at = message.index(TIME_FIELD, start, end) + len(TIME_FIELD)
+    return float(message[at : message.index(b'"', at)])
+
+
 class RawSocket(asyncio.Protocol):
     """A WebSocket client that costs as little as it can: the handshake, then frame headers
     read to count event messages (text frames starting with `{"seq"`), pings answered, and
     for a socket of the sample, each event's publish time read from its bytes."""
 
-    def __init__(self, request: bytes, latencies: list[float] | None) -> None:
+    def __init__(self, request: bytes, reads: list[tuple[float, float]] | None) -> None:
         self.request = request
-        self.latencies = latencies
+        # For a socket of the sample: (published at, read at) of each event.
+        self.reads = reads
         self.hello: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -180,7 +230,7 @@ class RawSocket(asyncio.Protocol):
             self.hello.set_exception(ConnectionError(f"closed before hello: {self.close_code}"))
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data
+        buf = self.buffer + data if self.buffer else data
         at = 0
         if not self.upgraded:
             end = buf.find(b"\r\n\r\n")
@@ -193,24 +243,30 @@ class RawSocket(asyncio.Protocol):
             self.upgraded, at = True, end + 4
         now = time.time()
         size = len(buf)
+        events = 0
+        # Per frame as little as can be (the clients share the cores with what they measure):
+        # its header, and its first bytes; counts and times kept once per read.
         while at + 2 <= size:
-            length, head = buf[at + 1] & 0x7F, 2
-            if length == 126:
-                length, head = int.from_bytes(buf[at + 2 : at + 4]), 4
-            elif length == 127:
-                length, head = int.from_bytes(buf[at + 2 : at + 10]), 10
-            start, end = at + head, at + head + length
+            length = buf[at + 1] & 0x7F
+            if length < 126:
+                start = at + 2
+            elif length == 126:
+                if at + 4 > size:
+                    break
+                length, start = buf[at + 2] << 8 | buf[at + 3], at + 4
+            else:
+                if at + 10 > size:
+                    break
+                length, start = int.from_bytes(buf[at + 2 : at + 10]), at + 10
+            end = start + length
             if end > size:
                 break
             opcode = buf[at] & 0x0F
             if opcode == 0x1:
                 if buf.startswith(b'{"seq"', start):
-                    self.events += 1
-                    self.first_event_at = self.first_event_at or now
-                    self.last_event_at = now
-                    if self.latencies is not None:
-                        sent = buf.index(TIME_FIELD, start, end) + len(TIME_FIELD)
-                        self.latencies.append(now - float(buf[sent : buf.index(b'"', sent)]))
+                    events += 1
+                    if self.reads is not None:
+                        self.reads.append((published_at(buf, start, end), now))
                 elif not self.hello.done():
                     self.hello.set_result(None)
             elif opcode == 0x9:  # ping: a pong, masked with a zero key, as a client must
@@ -220,6 +276,10 @@ class RawSocket(asyncio.Protocol):
                 self.close_code = int.from_bytes(buf[start : start + 2]) if length >= 2 else None
             at = end
         self.buffer = buf[at:]
+        if events:
+            self.events += events
+            self.first_event_at = self.first_event_at or now
+            self.last_event_at = now
 
     def close(self) -> None:
         if self.transport is not None:
@@ -230,7 +290,7 @@ class RawSocket(asyncio.Protocol):
 class Clients:
     sockets: list[RawSocket] = field(default_factory=list)
     handshakes: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    reads: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -268,7 +328,7 @@ async def open_clients(base_url: str, count: int) -> Clients:
     clients = Clients()
 
     async def open_one(index: int, token: str) -> None:
-        sample = clients.latencies if index % SAMPLE_EVERY == 0 else None
+        sample = clients.reads if index % SAMPLE_EVERY == 0 else None
         started = time.perf_counter()
         _, socket = await loop.create_connection(
             lambda: RawSocket(upgrade_request(host, int(port), token), sample), host, int(port)
@@ -300,9 +360,11 @@ async def _publish(rate: int, seconds: float) -> tuple[int, float]:
                 await asyncio.sleep(delay)
             # The time of publishing travels in the task, fixed width.
             data = task_data(title="bench", description=f"{time.time():.6f}")
-            await publish_on(
-                exchange, EventEnvelope(type=TASK_CREATED, producer="bench", data=data)
+            event = EventEnvelope(type=TASK_CREATED, producer="bench", data=data)
+            message = aio_pika.Message(
+                event.model_dump_json().encode(), expiration=EVENT_TTL_SECONDS
             )
+            await exchange.publish(message, routing_key=event.type)
         return count, time.monotonic() - started
 
 
@@ -362,10 +424,38 @@ async def idle(stack: Stack, name: str, pid: int, count: int) -> None:
     )
 
 
+def p50_p99(seconds: list[float]) -> str:
+    p50, p99 = percentile(seconds, 0.5) * 1000, percentile(seconds, 0.99) * 1000
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+async def stages(reads: list[tuple[float, float]]) -> str:
+    """The latency in two: from publishing to the append that numbered the event in the live
+    log (Redis's clock, which stamps each entry, to the ms; the same host's), and from there to
+    the client's read (the reply reaching the gateway, the flush window, the writes, the read)."""
+    redis = Redis(host=REDIS_HOST)
+    try:
+        log = RedisLog(redis, log_namespace(RABBITMQ_URL, ""), 0, 0).keys[2]
+        rows = await redis.xrange(log)
+    finally:
+        await redis.aclose()
+    numbered = {}
+    for _, fields in rows:
+        with contextlib.suppress(ValueError):  # not one of the bench's events
+            numbered[published_at(fields[b"b"])] = int(fields[b"t"]) / 1000
+    pairs = [(numbered[p] - p, read - numbered[p]) for p, read in reads if p in numbered]
+    if not pairs:
+        return "stages unknown (the log no longer holds these events)"
+    to_log, to_read = zip(*pairs, strict=True)
+    return f"publish -> numbered {p50_p99(list(to_log))}, numbered -> read {p50_p99(list(to_read))}"
+
+
 async def fan_out(stack: Stack, name: str, pid: int, count: int, rate: int, seconds: float) -> None:
     clients = await open_clients(stack.base_url, count)
     await asyncio.sleep(1)
     cpu_before, clients_cpu_before = cpu(pid), cpu(os.getpid())
+    rest = [p.popen.pid for p in stack.processes if p.popen and p.popen.pid != pid]
+    rest_cpu_before = sum(map(cpu, rest))
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         sent, took = await asyncio.get_running_loop().run_in_executor(pool, publish, rate, seconds)
     expected = sent * count
@@ -377,24 +467,21 @@ async def fan_out(stack: Stack, name: str, pid: int, count: int, rate: int, seco
     gateway_cpu = cpu(pid) - cpu_before
     # The clients share the two cores: when theirs nears the run's length, they set the pace.
     clients_cpu = cpu(os.getpid()) - clients_cpu_before
+    rest_cpu = sum(map(cpu, rest)) - rest_cpu_before
     received = clients.events
     reached = [socket for socket in clients.sockets if socket.events]
     first = min((socket.first_event_at for socket in reached), default=0.0)
     last = max((socket.last_event_at for socket in reached), default=0.0)
     closed = sum(socket.lost for socket in clients.sockets)
     clients.close()
-    lat = clients.latencies
-    figures = (
-        f"p50 {percentile(lat, 0.5) * 1000:.1f} ms, p99 {percentile(lat, 0.99) * 1000:.1f} ms"
-        if lat
-        else "nothing delivered"
-    )
+    lat = [read - published for published, read in clients.reads]
+    figures = f"{p50_p99(lat)}; {await stages(clients.reads)}" if lat else "nothing delivered"
     print(
         f"fan-out [{name}]: {rate} events/s ({sent / took:.0f} published) for {seconds:g} s to "
         f"{count} sockets: {received}/{expected} messages, {closed} sockets closed; latency "
         f"{figures}; {received / max(last - first, 1e-9):.0f} frames/s; gateway CPU "
         f"{gateway_cpu:.1f} s, {gateway_cpu / max(received, 1) * 1e6:.1f} µs per frame; "
-        f"clients CPU {clients_cpu:.1f} s; {load()}",
+        f"clients CPU {clients_cpu:.1f} s, the rest of the stack's {rest_cpu:.1f} s; {load()}",
         flush=True,
     )
 
@@ -419,7 +506,14 @@ async def main() -> None:
     await recreate_database(DATABASE)
     workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-live-"))
     # Ten minutes to start: the machine this runs on is often busy with other work.
-    stack = Stack("distributed", workdir, database=DATABASE, extra_env=BENCH_ENV, start_timeout=600)
+    stack = Stack(
+        "distributed",
+        workdir,
+        database=DATABASE,
+        extra_env=BENCH_ENV,
+        service_env=OFF_THE_BUS,
+        start_timeout=600,
+    )
     stack.start()
     try:
         template = next(process for process in stack.processes if process.name == "gateway")
