@@ -103,17 +103,21 @@ async def fill(api: httpx.AsyncClient, headers: dict, total: int) -> list[float]
 
 
 async def bulk_rounds(
-    stacks: dict[str, tuple[httpx.AsyncClient, dict]], first: int, rounds: int
+    stacks: dict[str, tuple[httpx.AsyncClient, dict]], first: int, rounds: int, block: int = 1
 ) -> dict[str, list[float]]:
-    """`rounds` bulk creates of 1000 on each stack, the stacks in turn."""
+    """`rounds` bulk creates of 1000 on each stack, the stacks in turn, `block` rounds on one
+    before the next: with 1, each request follows the other stack's (whose events are still
+    being consumed); with more, it follows its own stack's, whose relay and consumers it then
+    competes with, as back-to-back bulk creates on one stack do."""
     timings: dict[str, list[float]] = {name: [] for name in stacks}
-    for round_number in range(rounds):
+    for block_start in range(0, rounds, block):
         for name, (api, headers) in stacks.items():
-            batch = task_batch(first + round_number * 1000, 1000)
-            began = time.perf_counter()
-            response = await api.post("/api/tasks/bulk", headers=headers, json={"tasks": batch})
-            timings[name].append(time.perf_counter() - began)
-            response.raise_for_status()
+            for round_number in range(block_start, min(rounds, block_start + block)):
+                batch = task_batch(first + round_number * 1000, 1000)
+                began = time.perf_counter()
+                response = await api.post("/api/tasks/bulk", headers=headers, json={"tasks": batch})
+                timings[name].append(time.perf_counter() - began)
+                response.raise_for_status()
     return timings
 
 
@@ -238,6 +242,7 @@ async def main(
     baseline: Path | None,
     baseline_rabbitmq_url: str,
     bulk_only: bool,
+    bulk_block: int,
 ) -> None:
     async with contextlib.AsyncExitStack() as exits:
         stacks = {"this": await filled_stack(exits, "this", {}, total, concurrency)}
@@ -246,16 +251,19 @@ async def main(
             stacks["baseline"] = await filled_stack(exits, "baseline", env, total, concurrency)
         for name, (_, _, database) in stacks.items():
             print(f"{name}: {await drain(database, 300)} events of the fill still unsent")
-        print(f"\nload average {os.getloadavg()[0]:.2f} before the bulk rounds")
-        timings = await bulk_rounds(
-            {name: (api, headers) for name, (api, headers, _) in stacks.items()}, total, rounds
-        )
-        for name, measured in timings.items():
-            print_bulk(f"{name}: bulk create of 1000 on {total} tasks", measured)
-        if baseline is not None:
-            ratio = statistics.median(timings["this"]) / statistics.median(timings["baseline"])
-            print(f"p50 this/baseline: {ratio:.2f}")
-        print(f"load average {os.getloadavg()[0]:.2f} after")
+        clients = {name: (api, headers) for name, (api, headers, _) in stacks.items()}
+        first = total
+        for block in (1, bulk_block) if bulk_block > 1 else (1,):
+            load = os.getloadavg()[0]
+            print(f"\nload average {load:.2f} before the bulk rounds ({block} a turn)")
+            timings = await bulk_rounds(clients, first, rounds, block)
+            first += rounds * 1000
+            for name, measured in timings.items():
+                print_bulk(f"{name}: bulk create of 1000 on {total} tasks", measured)
+            if baseline is not None:
+                ratio = statistics.median(timings["this"]) / statistics.median(timings["baseline"])
+                print(f"p50 this/baseline: {ratio:.2f}")
+            print(f"load average {os.getloadavg()[0]:.2f} after")
         if not bulk_only:
             await lists(*stacks["this"][:2], total, requests, concurrency)
 
@@ -311,6 +319,12 @@ if __name__ == "__main__":
         help="the baseline's own virtual host: on one, the two stacks' consumers share queues",
     )
     parser.add_argument("--bulk-only", action="store_true", help="no list measures")
+    parser.add_argument(
+        "--bulk-block",
+        type=int,
+        default=1,
+        help="then the rounds again, this many on one stack before the other's",
+    )
     args = parser.parse_args()
     asyncio.run(
         main(
@@ -321,5 +335,6 @@ if __name__ == "__main__":
             args.baseline,
             args.baseline_rabbitmq_url,
             args.bulk_only,
+            args.bulk_block,
         )
     )
