@@ -6,8 +6,9 @@ back-off, then a dead-letter queue. The subscriber's handler must be idempotent 
 inbox makes it so) and raises to ask for a retry.
 
 A subscription with a batch handler gets the deliveries at hand (up to BATCH_SIZE, waiting at
-most BATCH_LINGER_SECONDS for more) in one call; when that fails, each of them goes through
-the one-event handler, with its own retries and dead letter (decision 0063).
+most BATCH_LINGER_SECONDS for more) in one call, and a batch handled is acknowledged with one
+frame (decision 0087); when that fails, each of them goes through the one-event handler, with
+its own retries and dead letter (decision 0063).
 
 An exclusive queue (a process's own, gone with it) is consumed a batch at a time too, without
 the linger, and acknowledged once per BATCH_SIZE deliveries or ACK_SECONDS (decision 0077):
@@ -397,11 +398,13 @@ class RabbitMQBus:
             return
         with handling_batch(subscription.queue, [m.headers or {} for m in readable]):
             handled = await subscription.handled_as_batch(envelopes)
-        for message in readable:
-            if not handled:
+        if not handled:
+            for message in readable:
                 await self._handle(channel, subscription, message)
-            elif not subscription.exclusive:
-                await _ack(message)
+        elif not subscription.exclusive:
+            # One frame for the batch: the deliveries before its last one on the channel are
+            # this batch's or were settled already (batches are handled in delivery order).
+            await _ack_all(readable)
 
     async def _handle(
         self,
@@ -462,7 +465,8 @@ async def _ack(message: AbstractIncomingMessage) -> None:
 async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
     """Acknowledge a batch with one frame per channel: its last delivery, `multiple` (those
     before it on the channel are this batch's or earlier ones'). A batch may span a reconnect:
-    the old channel's deliveries went with it (and so did the exclusive queue), nothing to do."""
+    the old channel's deliveries went with it (a durable queue delivers them again, an exclusive
+    one went too), nothing to do."""
     last: dict[int, AbstractIncomingMessage] = {}
     for message in messages:
         with contextlib.suppress(ChannelInvalidStateError):  # raised by a closed channel
@@ -471,7 +475,7 @@ async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
         try:
             await message.ack(multiple=True)
         except ChannelInvalidStateError:
-            logger.info("ack after a reconnect failed; the exclusive queue went with the channel")
+            logger.info("ack after a reconnect failed; its deliveries went with the channel")
 
 
 async def take_batch(items: asyncio.Queue[T], linger: float) -> list[T]:

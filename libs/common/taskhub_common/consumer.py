@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, Uuid, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
@@ -16,6 +17,22 @@ from taskhub_common.events import EventEnvelope
 from taskhub_common.outbox import inbox
 
 logger = logging.getLogger(__name__)
+
+
+# The ids as one array: one statement compiled and prepared once, whatever the batch's size (a
+# multi-row VALUES is compiled again for every batch).
+_CLAIM = (
+    insert(inbox)
+    .from_select(
+        ["consumer", "event_id"],
+        select(
+            bindparam("consumer", type_=String),
+            func.unnest(bindparam("event_ids", type_=ARRAY(Uuid))),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(inbox.c.event_id)
+)
 
 
 @dataclass
@@ -98,10 +115,7 @@ class EventConsumer:
         """The events not handled before, in order, each once: one inbox insert for all."""
         claimed = set(
             await session.scalars(
-                insert(inbox)
-                .values([{"consumer": self.queue, "event_id": event.id} for event in envelopes])
-                .on_conflict_do_nothing()
-                .returning(inbox.c.event_id)
+                _CLAIM, {"consumer": self.queue, "event_ids": [event.id for event in envelopes]}
             )
         )
         fresh = []

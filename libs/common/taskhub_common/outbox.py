@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_common.bus import EventBus, StoredEvent
@@ -99,24 +99,35 @@ async def add_event(session: AsyncSession, envelope: EventEnvelope) -> None:
     await add_events(session, [envelope])
 
 
-# The envelopes arrive as one JSON array, made by pydantic's serialiser in one pass, and
-# PostgreSQL parses it into one row each, in the array's order: one statement and one parameter
-# however many events (a bulk create writes a thousand).
-_envelopes = (
-    func.jsonb_array_elements(cast(bindparam("envelopes_json", type_=Text), JSONB))
-    .table_valued(column("value", JSONB), with_ordinality="position")
+# The events arrive as three arrays (ids, types, each envelope's JSON) and PostgreSQL makes one
+# row of each position, in the arrays' order: one statement and three parameters however many
+# events (a bulk create writes a thousand). Arrays rather than one JSON array of the envelopes:
+# PostgreSQL then parses each envelope once, not the whole batch into one value that is split
+# again (decision 0087: about a third less time for a thousand).
+_events = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(Uuid)),
+        bindparam("types", type_=ARRAY(Text)),
+        bindparam("payloads", type_=ARRAY(Text)),
+    )
+    .table_valued(
+        column("id", Uuid),
+        column("type", Text),
+        column("payload", Text),
+        with_ordinality="position",
+    )
     .render_derived()
 )
 _INSERT_ALL = insert(outbox).from_select(
     ["id", "routing_key", "payload", "headers"],
     select(
-        cast(_envelopes.c.value["id"].astext, Uuid),
-        _envelopes.c.value["type"].astext,
-        _envelopes.c.value,
+        _events.c.id,
+        _events.c.type,
+        cast(_events.c.payload, JSONB),
         cast(bindparam("headers_json", type_=Text), JSONB),
-    ).order_by(_envelopes.c.position),
+    ).order_by(_events.c.position),
 )
-_ENVELOPES = TypeAdapter(list[EventEnvelope])
+_ENVELOPE = TypeAdapter(EventEnvelope)
 
 
 async def add_events(session: AsyncSession, envelopes: list[EventEnvelope]) -> None:
@@ -124,7 +135,9 @@ async def add_events(session: AsyncSession, envelopes: list[EventEnvelope]) -> N
     await session.execute(
         _INSERT_ALL,
         {
-            "envelopes_json": _ENVELOPES.dump_json(envelopes).decode(),
+            "ids": [envelope.id for envelope in envelopes],
+            "types": [envelope.type for envelope in envelopes],
+            "payloads": [_ENVELOPE.dump_json(envelope).decode() for envelope in envelopes],
             "headers_json": json.dumps(trace_headers()),
         },
     )

@@ -380,3 +380,51 @@ async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
         assert sorted(outcomes) == sorted(["handled"] * (len(events) - 1) + ["dropped"])
     finally:
         await bus.close()
+
+
+async def test_a_durable_queue_acknowledges_a_batch_handled_at_once(
+    service: str, database: Database, handled_table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst larger than the prefetch through a batch handler on a durable queue: every event
+    handled once, in fewer acknowledgements than events (one per batch), and none left
+    unacknowledged: once the bus is closed, the queue holds nothing to deliver again."""
+    acks: list[bool] = []
+    ack = aio_pika.IncomingMessage.ack
+
+    async def counted_ack(message: aio_pika.IncomingMessage, multiple: bool = False) -> None:
+        acks.append(multiple)
+        await ack(message, multiple=multiple)
+
+    monkeypatch.setattr(aio_pika.IncomingMessage, "ack", counted_ack)
+    event_type = f"{service}.happened"
+    events = [EventEnvelope(type=event_type, producer="backbone") for _ in range(3 * BATCH_SIZE)]
+
+    async def many(contexts: list[EventContext]) -> None:
+        await contexts[0].session.execute(
+            insert(handled_table),
+            [{"event_id": ctx.event.id, "note": "batch"} for ctx in contexts],
+        )
+
+    bus = RabbitMQBus(RABBITMQ_URL)
+    await bus.start()
+    try:
+        async with asyncio.timeout(30):
+            await bus.wait_connected()
+        consumer = EventConsumer(service, database, {}, batch_handlers={event_type: many})
+        await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS)
+        assert await bus.publish_many([(event, {}) for event in events]) == [None] * len(events)
+        ids = [event.id for event in events]
+
+        async def all_handled() -> bool:
+            return await notes(database, handled_table, ids) is not None
+
+        await until(all_handled)
+        await asyncio.sleep(0.2)  # the last batch's acknowledgement follows its commit
+    finally:
+        await bus.close()
+    assert 0 < len(acks) < len(events) / 10, "an acknowledgement per event"
+    assert all(acks), "a batch is acknowledged with one frame, `multiple`"
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(f"{service}.events", passive=True)
+        assert queue.declaration_result.message_count == 0

@@ -149,11 +149,15 @@ async def _apply_many(
     )
     reminders = ReminderRepository(session)
     await reminders.drop_pending_of_tasks([task.id for task in tasks if _closed(states[task.id])])
-    for task in tasks:
-        # Only an event that may set the due date (a create, a sweep, a change of it) moves
-        # the reminders: an assignment or a new title saves the statement.
-        if not _closed(states[task.id]) and (task.changes is None or "due_date" in task.changes):
-            await reminders.follow_due_date(task.id, states[task.id].due_date)
+    # Only an event that may set the due date (a create, a sweep, a change of it) moves the
+    # reminders: an assignment or a new title leaves them be.
+    await reminders.follow_due_dates(
+        {
+            task.id: states[task.id].due_date
+            for task in tasks
+            if not _closed(states[task.id]) and (task.changes is None or "due_date" in task.changes)
+        }
+    )
     return states
 
 

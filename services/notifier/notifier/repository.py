@@ -8,8 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, not_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    DateTime,
+    Select,
+    Uuid,
+    bindparam,
+    column,
+    delete,
+    func,
+    not_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models import (
@@ -25,6 +38,28 @@ from notifier.models import (
 from taskhub_common.errors import invalid_field
 
 NEWEST_FIRST = (Notification.created_at.desc(), Notification.id.desc())
+
+_moved = (
+    func.unnest(
+        bindparam("task_ids", type_=ARRAY(Uuid)),
+        bindparam("due_dates", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued(column("task_id", Uuid), column("due_date", DateTime(timezone=True)))
+    .render_derived(name="moved")
+)
+_reminders = Reminder.__table__
+_FOLLOW_DUE_DATES = (
+    update(_reminders)
+    .where(
+        _reminders.c.task_id == _moved.c.task_id,
+        _reminders.c.fired_at.is_(None),
+        _reminders.c.before_due_minutes.is_not(None),
+    )
+    .values(
+        remind_at=_moved.c.due_date
+        - func.make_interval(0, 0, 0, 0, 0, _reminders.c.before_due_minutes)
+    )
+)
 
 
 def encode_cursor(created_at: datetime, notification_id: uuid.UUID) -> str:
@@ -423,23 +458,15 @@ class ReminderRepository:
                 delete(Reminder).where(Reminder.task_id.in_(task_ids), Reminder.fired_at.is_(None))
             )
 
-    async def follow_due_date(self, task_id: uuid.UUID, due_date: datetime | None) -> None:
-        """Move the task's pending relative reminders with its (new) due date."""
-        remind_at = (
-            None
-            if due_date is None
-            else due_date - func.make_interval(0, 0, 0, 0, 0, Reminder.before_due_minutes)
-        )
-        await self.session.execute(
-            update(Reminder)
-            .where(
-                Reminder.task_id == task_id,
-                Reminder.fired_at.is_(None),
-                Reminder.before_due_minutes.is_not(None),
+    async def follow_due_dates(self, due_dates: dict[uuid.UUID, datetime | None]) -> None:
+        """Move the tasks' pending relative reminders with their (new) due dates: one statement
+        for a batch of tasks (a bulk create's events are a thousand of them, with no reminder
+        yet); no due date leaves them waiting (remind_at null)."""
+        if due_dates:
+            await self.session.execute(
+                _FOLLOW_DUE_DATES,
+                {"task_ids": list(due_dates), "due_dates": list(due_dates.values())},
             )
-            .values(remind_at=remind_at)
-            .execution_options(synchronize_session=False)
-        )
 
     async def claim_due(self, limit: int) -> list[Reminder]:
         return list(

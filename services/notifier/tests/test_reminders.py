@@ -10,6 +10,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from notifier.repository import ReminderRepository
+
 from .conftest import create_task, eventually, notices_of, rows, wait_handled, wait_notices
 
 REMINDER_FIELDS = {
@@ -85,6 +87,34 @@ async def test_a_relative_reminder_follows_the_due_date(
         return row["remind_at"] is None
 
     await eventually(cleared, "the reminder waits for a due date")
+
+
+async def test_the_reminders_of_a_batch_of_tasks_follow_their_due_dates_at_once(
+    app: FastAPI, tasks_app: FastAPI, client, tasks, alice
+) -> None:
+    """One statement for a run of task events: each task's relative reminders move with its own
+    due date; absolute ones stay."""
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    first = await create_task(tasks, alice[1], due_date=due.isoformat())
+    second = await create_task(tasks, alice[1], due_date=due.isoformat())
+    for task in (first, second):
+        await wait_handled(app, tasks_app, task, "task.created")
+    relative = await remind(client, alice, first, before_due_minutes=90)
+    absolute = await remind(client, alice, first, remind_at=soon(3600))
+    waiting = await remind(client, alice, second, before_due_minutes=30)
+    moved = due + timedelta(days=1)
+    async with app.state.database.sessionmaker.begin() as session:
+        await ReminderRepository(session).follow_due_dates(
+            {uuid.UUID(first["id"]): moved, uuid.UUID(second["id"]): None}
+        )
+    shown = {
+        reminder["id"]: reminder["remind_at"]
+        for task in (first, second)
+        for reminder in (await client.get(url(task), headers=alice[1])).json()
+    }
+    assert datetime.fromisoformat(shown[relative["id"]]) == moved - timedelta(minutes=90)
+    assert shown[absolute["id"]] == absolute["remind_at"]
+    assert shown[waiting["id"]] is None
 
 
 async def test_a_relative_reminder_needs_a_due_date(
