@@ -55,6 +55,17 @@ composed / plain p50 1.08x -> 1.14x and 1.53x -> 1.59x; p99 of the reads 72-192 
 Every read serves more requests per second, in both modes; the embedded ratios fell because
 the direct calls gained more than the gateway's own share of about 250-350 µs per request.
 
+After decision 0092 (the embedded mode's pass-through and composed view past the gateway's
+middleware stack), 2026-11-29, a quiet machine (load 1.4-2.1), e5c20af (before) and 02fc941
+(after) in turn, two runs each, gateway/direct req/s, embedded: list 0.77x, 0.82x -> 0.79x,
+0.80x; filtered 0.92x, 0.84x -> 0.82x, 0.80x; composed 0.68x, 0.68x -> 0.70x, 0.76x; /me
+0.67x, 0.67x -> 0.76x, 0.76x; POST 0.90x, 0.96x -> 0.87x, 0.95x; composed / plain task read
+p50 1.55x, 1.55x -> 1.39x, 1.36x; the ceiling 1,216-1,247 req/s, the direct list 1,129-1,247
+req/s (the direct list is at the ceiling, which is what the bench's own client can send on the
+two cores). The embedded process's CPU per request (its CPU time over the requests of five
+alternating 2 s rounds), before -> after, gateway/direct: list 0.82 -> 0.78, filtered 0.81 ->
+0.80, composed 0.68 -> 0.74, /me 0.70 -> 0.79.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
