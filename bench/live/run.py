@@ -130,6 +130,14 @@ behind, it was before the log (publish -> numbered p50 0.29-6.1 s, numbered -> r
 s). In the one quieter run (load 4.8) 500 events/s to 1,000 sockets came at p50 30.7 ms, p99
 154 ms. The clients' CPU at 500/s: 3.4-4.7 s before, 2.6-4.6 s after with the cheaper parse:
 its 0.73-0.82x time per frame is within this machine's noise.
+
+Then on a quiet machine (load 1.2-2.9, nothing else running), this bench once, 1,000 sockets
+for 10 s, every message delivered: 100/s p50 31.2 ms, p99 141.4 ms (publish -> numbered p50
+4.6 ms, numbered -> read 22.7 ms; gateway CPU 5.5 s, clients 3.2 s, the rest 2.2 s); 500/s
+p50 44.7 ms, p99 117.6 ms (publish -> numbered p50 13.3 ms p99 63.0 ms, numbered -> read 29.6
+ms p99 83.2 ms; gateway CPU 6.4 s, 1.3 µs per frame, clients 5.2 s, the rest 1.7 s). Against
+the last quiet figures with notifier and analytics on the same cores (decision 0077: p50
+132-238 ms, p99 355-887 ms at 500/s), the gateway alone is within 2.4x of the 50 ms aim at p99.
 """
 
 import argparse
