@@ -13,7 +13,6 @@ from sqlalchemy import (
     Select,
     Uuid,
     bindparam,
-    column,
     delete,
     func,
     not_,
@@ -22,7 +21,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.models import (
@@ -35,18 +34,12 @@ from notifier.models import (
     TypePreference,
     UserEmail,
 )
+from taskhub_common.db import array_rows
 from taskhub_common.errors import invalid_field
 
 NEWEST_FIRST = (Notification.created_at.desc(), Notification.id.desc())
 
-_moved = (
-    func.unnest(
-        bindparam("task_ids", type_=ARRAY(Uuid)),
-        bindparam("due_dates", type_=ARRAY(DateTime(timezone=True))),
-    )
-    .table_valued(column("task_id", Uuid), column("due_date", DateTime(timezone=True)))
-    .render_derived(name="moved")
-)
+_moved = array_rows("moved", {"task_id": Uuid, "due_date": DateTime(timezone=True)})
 _reminders = Reminder.__table__
 _FOLLOW_DUE_DATES = (
     update(_reminders)
@@ -465,7 +458,7 @@ class ReminderRepository:
         if due_dates:
             await self.session.execute(
                 _FOLLOW_DUE_DATES,
-                {"task_ids": list(due_dates), "due_dates": list(due_dates.values())},
+                {"moved_task_id": list(due_dates), "moved_due_date": list(due_dates.values())},
             )
 
     async def claim_due(self, limit: int) -> list[Reminder]:
