@@ -46,6 +46,7 @@ from analytics.consumers import BATCH_EVENT_HANDLERS, EVENT_HANDLERS
 from analytics.models import TaskFact
 from analytics.repository import AnalyticsRepository, Filters
 from analytics.settings import AnalyticsSettings
+from bench.stacks import wait_for_quiet
 from bench.tasks.run import PRIORITIES, WORDS, percentile
 from taskhub_common.bus import BATCH_SIZE
 from taskhub_common.consumer import EventConsumer
@@ -156,20 +157,6 @@ async def wait_for_events(connection: asyncpg.Connection) -> None:
                 WHERE f.updated_at < t.updated_at)"""
     while await connection.fetchval(behind):  # noqa: ASYNC110 - polling other processes
         await asyncio.sleep(0.5)
-
-
-async def wait_for_quiet(stack: Stack) -> float:
-    """Until every service is idle (under 5% of a core over a second): the notifier and the
-    other consumers work through the fill's events after the read model holds them, and
-    timings taken meanwhile would be the machine's contention. Returns the seconds waited."""
-    processes = [psutil.Process(p.popen.pid) for p in stack.processes if p.popen]
-    began = time.perf_counter()
-    while time.perf_counter() - began < QUIET_WAIT:
-        before = [sum(p.cpu_times()[:2]) for p in processes]
-        await asyncio.sleep(1)
-        if all(sum(p.cpu_times()[:2]) - b < 0.05 for p, b in zip(processes, before, strict=True)):
-            break
-    return time.perf_counter() - began
 
 
 async def describe_model(connection: asyncpg.Connection) -> str:
@@ -371,7 +358,8 @@ async def main(total: int, requests: int) -> None:
             await wait_for_events(connection)
             await connection.execute("VACUUM ANALYZE analytics.task_facts")
             print(f"  the model: {await describe_model(connection)}")
-            print(f"  every service idle after {await wait_for_quiet(stack):.0f} s more")
+            waited = await wait_for_quiet(stack, QUIET_WAIT)
+            print(f"  every service idle after {waited:.0f} s more")
 
             today = datetime.now(UTC).date()
             print(f"\n{'through the gateway':<32}{'p50 ms':>8}{'p99 ms':>8}")

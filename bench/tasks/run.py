@@ -62,6 +62,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench.stacks import wait_for_quiet
 from taskhub_common.testing import (
     PG_HOST,
     PG_PORT,
@@ -88,6 +89,8 @@ WORDS = [
 ]
 PRIORITIES = ["low", "medium", "high", "urgent"]
 STATUSES = ["todo", "in_progress", "completed"]
+# How long a settled round waits at most for the stacks to fall idle.
+SETTLE_PATIENCE = 60
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -121,16 +124,25 @@ async def fill(api: httpx.AsyncClient, headers: dict, total: int) -> list[float]
 
 
 async def bulk_rounds(
-    stacks: dict[str, tuple[httpx.AsyncClient, dict]], first: int, rounds: int, block: int = 1
+    stacks: dict[str, tuple[httpx.AsyncClient, dict, Stack]],
+    first: int,
+    rounds: int,
+    block: int = 1,
+    settled: bool = False,
 ) -> dict[str, list[float]]:
     """`rounds` bulk creates of 1000 on each stack, the stacks in turn, `block` rounds on one
     before the next: with 1, each request follows the other stack's (whose events are still
     being consumed); with more, it follows its own stack's, whose relay and consumers it then
-    competes with, as back-to-back bulk creates on one stack do."""
+    competes with, as back-to-back bulk creates on one stack do. `settled`: each request waits
+    until every service of every stack is idle, as a bulk create that is not one of a burst
+    finds them (its latency, not the stack's throughput)."""
     timings: dict[str, list[float]] = {name: [] for name in stacks}
     for block_start in range(0, rounds, block):
-        for name, (api, headers) in stacks.items():
+        for name, (api, headers, _) in stacks.items():
             for round_number in range(block_start, min(rounds, block_start + block)):
+                if settled:
+                    for *_, stack in stacks.values():
+                        await wait_for_quiet(stack, SETTLE_PATIENCE)
                 batch = task_batch(first + round_number * 1000, 1000)
                 began = time.perf_counter()
                 response = await api.post("/api/tasks/bulk", headers=headers, json={"tasks": batch})
@@ -217,9 +229,9 @@ def print_bulk(label: str, timings: list[float]) -> None:
 
 async def filled_stack(
     exits: contextlib.AsyncExitStack, name: str, env: dict[str, str], total: int, concurrency: int
-) -> tuple[httpx.AsyncClient, dict, str]:
+) -> tuple[httpx.AsyncClient, dict, Stack, str]:
     """A distributed stack on its own database holding `total` tasks: a caller's client and
-    headers, and the database."""
+    headers, the stack, and the database."""
     database = f"taskhub_bench_{name}"
     await recreate_database(database)
     workdir = Path(tempfile.mkdtemp(prefix=f"taskhub-bench-{name}-"))
@@ -249,7 +261,7 @@ async def filled_stack(
     print(f"{name}: filled {total} tasks in {sum(bulk):.1f} s")
     print_bulk(f"{name}: bulk create of 1000 while filling", bulk)
     await analyze(database)
-    return api, headers, database
+    return api, headers, stack, database
 
 
 async def main(
@@ -267,14 +279,17 @@ async def main(
         if baseline is not None:
             env = {**baseline_env(baseline), "RABBITMQ_URL": baseline_rabbitmq_url}
             stacks["baseline"] = await filled_stack(exits, "baseline", env, total, concurrency)
-        for name, (_, _, database) in stacks.items():
+        for name, (*_, database) in stacks.items():
             print(f"{name}: {await drain(database, 300)} events of the fill still unsent")
-        clients = {name: (api, headers) for name, (api, headers, _) in stacks.items()}
+        clients = {name: (api, headers, stack) for name, (api, headers, stack, _) in stacks.items()}
         first = total
-        for block in (1, bulk_block) if bulk_block > 1 else (1,):
+        turns = [("1 a turn", 1, False), ("settled", 1, True)]
+        if bulk_block > 1:
+            turns.insert(1, (f"{bulk_block} a turn", bulk_block, False))
+        for label, block, settled in turns:
             load = os.getloadavg()[0]
-            print(f"\nload average {load:.2f} before the bulk rounds ({block} a turn)")
-            timings = await bulk_rounds(clients, first, rounds, block)
+            print(f"\nload average {load:.2f} before the bulk rounds ({label})")
+            timings = await bulk_rounds(clients, first, rounds, block, settled)
             first += rounds * 1000
             for name, measured in timings.items():
                 print_bulk(f"{name}: bulk create of 1000 on {total} tasks", measured)
