@@ -27,8 +27,11 @@ from taskhub_common.outbox import outbox
 
 logger = logging.getLogger(__name__)
 
-# Requests that matched no route share one label, so scanners cannot grow the series.
+# Requests that matched no route share one label, and so do methods outside HTTP's usual
+# ones (a client may send any token as a method), so scanners cannot grow the series.
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 OUTBOX_QUERY_SECONDS = 2.0
 
 
@@ -56,6 +59,9 @@ class ServiceMetrics:
         )
         for outcome in OUTCOMES:  # every series exists from the start, at 0
             self.events.labels(outcome)
+        # The series of each (method, route, status) once looked up: labels() checks and locks
+        # on every call, a cost on every request.
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.outbox_backlog = Gauge(
             "taskhub_outbox_backlog",
             "Outbox rows not yet published (NaN: the database did not answer).",
@@ -66,6 +72,18 @@ class ServiceMetrics:
             "Age of the oldest unpublished outbox row; 0 when there is none.",
             registry=self.registry,
         )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else OTHER_METHOD
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._request_series[method, route, status] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def count_event(self, outcome: str) -> None:
         self.events.labels(outcome).inc()
@@ -120,10 +138,11 @@ class MetricsMiddleware:
         finally:
             # The router writes the matched route into the scope it was given (this one).
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(
-                elapsed if elapsed is not None else time.perf_counter() - started
+            self.metrics.observe_request(
+                scope["method"],
+                route,
+                status,
+                elapsed if elapsed is not None else time.perf_counter() - started,
             )
 
 

@@ -68,6 +68,19 @@ async def test_requests_are_counted_and_timed_by_route_template_and_status(app: 
     assert not any("/items/1" in dict(labels).get("route", "") for _, labels in found)
 
 
+async def test_methods_outside_http_s_usual_ones_share_one_series(app: FastAPI) -> None:
+    async with asgi_client(app, "http://metered") as client:
+        for method in ("BREW", "PROPFIND", "X" * 40):
+            await client.request(method, "/items/1")
+        await client.delete("/items/1")
+        found = samples((await client.get("/metrics")).text)
+    requests = "taskhub_http_requests_total"
+    route = "/items/{item_id}"
+    assert value(found, requests, method="other", route=route, status="405") == 3
+    assert value(found, requests, method="DELETE", route=route, status="405") == 1
+    assert {dict(labels).get("method") for _, labels in found} <= {None, "GET", "DELETE", "other"}
+
+
 async def test_the_outbox_backlog_and_oldest_age_are_computed_on_scrape(
     database: Database,
 ) -> None:
