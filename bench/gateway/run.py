@@ -9,7 +9,9 @@ of 20 is the ceiling. The composed view is measured warm like the pages: its tas
 cache, its comments and files from the gateway's part caches (decision 0044).
 
     make bench-gateway          # or: python -m bench.gateway.run --seconds 2 --rounds 3
-Prints req/s (median of the rounds), p50 and p99 (all rounds), and gateway/direct req/s.
+Prints req/s (median of the rounds), p50 and p99 (all rounds), the stack's CPU time per request
+(median of the rounds; every service process, not PostgreSQL or Redis), and gateway/direct req/s
+and direct/gateway CPU per request: the second is not bent by the client sharing the cores.
 Asserts nothing. Aims: gateway >= 0.85x direct on every endpoint; the composed task view
 within 1.5x of a plain task read; the cached list page ~1,000 req/s through the gateway.
 
@@ -83,6 +85,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from bench.tasks.run import percentile, task_batch
 from taskhub_common.testing import new_user, recreate_database
@@ -151,6 +154,9 @@ class Connection:
 class Figures:
     throughputs: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    # The stack's CPU time per request of each round: unlike req/s, not bent by the bench's
+    # client sharing the cores, nor by others' work on them.
+    cpu_per_request: list[float] = field(default_factory=list)
     # Answers of 400 and above, and connections the server closed: counted and shown, not
     # fatal (a swamped machine times out).
     errors: int = 0
@@ -159,16 +165,31 @@ class Figures:
     def rate(self) -> float:
         return statistics.median(self.throughputs)
 
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_per_request)
+
     def row(self, name: str) -> str:
         return (
             f"{name:<48}{self.rate:>8.0f}{statistics.median(self.latencies) * 1000:>8.1f}"
-            f"{percentile(self.latencies, 0.99) * 1000:>8.1f}"
+            f"{percentile(self.latencies, 0.99) * 1000:>8.1f}{self.cpu * 1e6:>8.0f}"
             + (f"  ({self.errors} errors)" if self.errors else "")
         )
 
 
-async def load(target: Target, seconds: float, concurrency: int, figures: Figures) -> None:
-    """`concurrency` connections sending the request back to back for `seconds`."""
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+async def load(
+    target: Target,
+    seconds: float,
+    concurrency: int,
+    figures: Figures,
+    stack: list[psutil.Process],
+) -> None:
+    """`concurrency` connections sending the request back to back for `seconds`, and the CPU
+    time the `stack` spent meanwhile."""
     request = target.wire()
     connections = [await Connection.open(target.base_url) for _ in range(concurrency)]
     latencies: list[float] = []
@@ -194,9 +215,10 @@ async def load(target: Target, seconds: float, concurrency: int, figures: Figure
         # first connections could idle past the server's 5 s keep-alive on a slow machine.)
         await asyncio.gather(*(connection.send(request) for connection in connections))
         deadline = time.perf_counter() + seconds
-        began = time.perf_counter()
+        began, cpu_before = time.perf_counter(), cpu_seconds(stack)
         await asyncio.gather(*(client(index) for index in range(concurrency)))
         figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
+        figures.cpu_per_request.append((cpu_seconds(stack) - cpu_before) / len(latencies))
         figures.latencies.extend(latencies)
     finally:
         for connection in connections:
@@ -268,18 +290,26 @@ async def measure_mode(
         ceiling_target = Target(ceiling_url, "GET", f"/page?user={user_id}", token)
         results = {name: (Figures(), Figures()) for name in table}
         ceiling_figures = Figures()
+        processes = [psutil.Process(p.popen.pid) for p in stack.processes if p.popen]
+        ceiling_process = [psutil.Process(ceiling.popen.pid)]
         for _ in range(args.rounds):
             for name, (through, direct) in table.items():
-                await load(through, args.seconds, args.concurrency, results[name][0])
-                await load(direct, args.seconds, args.concurrency, results[name][1])
-            await load(ceiling_target, args.seconds, args.concurrency, ceiling_figures)
+                await load(through, args.seconds, args.concurrency, results[name][0], processes)
+                await load(direct, args.seconds, args.concurrency, results[name][1], processes)
+            await load(
+                ceiling_target, args.seconds, args.concurrency, ceiling_figures, ceiling_process
+            )
     finally:
         ceiling.stop()
     print(f"\n{mode} ({args.concurrency} connections, {args.rounds} rounds of {args.seconds} s)")
-    print(f"{'':<48}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}   gateway/direct")
+    print(
+        f"{'':<48}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}"
+        "   gateway/direct: req/s, CPU per request (direct/gateway)"
+    )
     for name, (through, direct) in results.items():
         print(through.row(f"{name} via gateway"))
-        print(f"{direct.row(f'{name} direct')}   {through.rate / direct.rate:>6.2f}x")
+        ratios = f"{through.rate / direct.rate:>6.2f}x {direct.cpu / through.cpu:>6.2f}x"
+        print(f"{direct.row(f'{name} direct')}   {ratios}")
     composed, plain = results["GET /api/tasks/{id} (composed)"]
     print(
         f"composed view / plain task read p50: "
