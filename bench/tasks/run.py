@@ -15,7 +15,14 @@ PostgreSQL, RabbitMQ and Redis) and measures through the gateway over real HTTP:
     git worktree add --detach /tmp/taskhub-main main
     python -m bench.tasks.run --baseline /tmp/taskhub-main --bulk-only --bulk-block 5 \
         --baseline-rabbitmq-url amqp://guest:guest@127.0.0.1:5672/another-vhost
-Prints figures; asserts nothing. Targets: list p50 < 15 ms, bulk 1000 < 300 ms.
+Prints figures; asserts nothing. Targets: list p50 < 15 ms, bulk 1000 < 300 ms (on a settled
+stack: the request's latency, decision 0094).
+
+Figures (decision 0094: the bulk rounds also settled, each after every service is idle),
+`--bulk-only --tasks 100000 --bulk-rounds 20`, one stack, 2026-11-29, load average 6.8-8.6
+(another session's benchmarks on the same 2 cores): bulk create of 1000 on 100,000 tasks,
+back to back right after the fill p50 601 ms, p99 747 ms; settled p50 182 ms, p99 266 ms.
+An earlier run, 10 rounds, load 8.1-8.3: 662 ms and 178 ms (p99 323 ms).
 
 Figures (decision 0087: the notifier's reminders moved in one statement per batch, a batch
 acknowledged with one frame, the inbox claim and the outbox rows from arrays), `--baseline` a
