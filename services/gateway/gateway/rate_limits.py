@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
@@ -36,6 +36,8 @@ MAX_BLOCK = 64
 BLOCK_SECONDS = 1.0
 # Callers with a block in memory; past this, lapsed blocks go (and if need be all of them).
 MAX_BLOCKS = 10_000
+# How often the counters in memory drop the windows that have ended.
+SWEEP_SECONDS = 60.0
 
 
 class RateLimited(AppError):
@@ -56,9 +58,38 @@ class Block:
     count: int  # the Redis counter after the last reservation
 
 
+@dataclass(slots=True)
+class Window:
+    ends: float  # epoch seconds
+    hits: int = 0
+
+
+class MemoryCounters:
+    """Fixed windows counted in this process. limits' MemoryStorage starts a task on nearly
+    every hit to expire old counters, walking all of them: a cost per request that grows with
+    the number of callers. Here a window ends when its counter is next read, and the ended
+    ones are dropped once a SWEEP_SECONDS."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, Window] = {}
+        self._next_sweep = 0.0
+
+    def hit(self, limit: RateLimitItem, key: str) -> tuple[bool, float]:
+        """Whether this hit is within the limit, and when the key's window ends."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._windows = {k: w for k, w in self._windows.items() if w.ends > now}
+            self._next_sweep = now + SWEEP_SECONDS
+        window = self._windows.get(key)
+        if window is None or window.ends <= now:
+            window = self._windows[key] = Window(now + limit.get_expiry())
+        window.hits += 1
+        return window.hits <= limit.amount, window.ends
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
-        self.memory = FixedWindowRateLimiter(MemoryStorage())
+        self.memory = MemoryCounters()
         self.redis = (
             FixedWindowRateLimiter(
                 RedisStorage(
@@ -77,19 +108,18 @@ class RateLimiter:
 
     async def hit(self, limit: RateLimitItem, *identifiers: str) -> None:
         """Count one request; RateLimited (429 with Retry-After) when it is over the limit."""
-        limiter = self._current()
-        try:
-            if limiter is self.memory:
-                allowed = await limiter.hit(limit, *identifiers)
-            else:
-                allowed = await self._hit_in_blocks(limiter, limit, limit.key_for(*identifiers))
-        except StorageError:
-            logger.warning("rate-limit storage unreachable; counting in memory", exc_info=True)
-            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            limiter = self.memory
-            allowed = await limiter.hit(limit, *identifiers)
+        key = limit.key_for(*identifiers)
+        if self.redis is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                if not await self._hit_in_blocks(self.redis, limit, key):
+                    raise RateLimited(limit, await _seconds_until_reset(self.redis, limit, key))
+                return
+            except StorageError:
+                logger.warning("rate-limit storage unreachable; counting in memory", exc_info=True)
+                self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+        allowed, window_ends = self.memory.hit(limit, key)
         if not allowed:
-            raise RateLimited(limit, await _seconds_until_reset(limiter, limit, identifiers))
+            raise RateLimited(limit, max(1, math.ceil(window_ends - time.time())))
 
     async def _hit_in_blocks(
         self, limiter: FixedWindowRateLimiter, limit: RateLimitItem, key: str
@@ -125,17 +155,12 @@ class RateLimiter:
         if len(self._blocks) >= MAX_BLOCKS:
             self._blocks.clear()
 
-    def _current(self) -> FixedWindowRateLimiter:
-        if self.redis is None or time.monotonic() < self._redis_down_until:
-            return self.memory
-        return self.redis
-
 
 async def _seconds_until_reset(
-    limiter: FixedWindowRateLimiter, limit: RateLimitItem, identifiers: tuple[str, ...]
+    limiter: FixedWindowRateLimiter, limit: RateLimitItem, key: str
 ) -> int:
     try:
-        reset_at, _ = await limiter.get_window_stats(limit, *identifiers)
+        reset_at = await limiter.storage.get_expiry(key)
     except StorageError:
         return limit.get_expiry()  # storage unreachable: a whole window is a safe answer
     return max(1, math.ceil(reset_at - time.time()))

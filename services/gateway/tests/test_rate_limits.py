@@ -105,6 +105,28 @@ async def allowed(limiter: RateLimiter, limit: str, caller: str, hits: int) -> i
     return through
 
 
+async def test_in_memory_each_caller_gets_exactly_its_budget_then_a_retry_after() -> None:
+    limiter = RateLimiter(None)
+    assert await allowed(limiter, "5/minute", "user:a", 8) == 5
+    assert await allowed(limiter, "5/minute", "user:b", 3) == 3
+    with pytest.raises(RateLimited) as refused:
+        await limiter.hit(parse("5/minute"), "api", "user:a")
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+
+
+async def test_in_memory_a_window_starts_again_and_ended_ones_are_dropped() -> None:
+    limiter = RateLimiter(None)
+    callers = [f"user:{n}" for n in range(100)]
+    for caller in callers:
+        assert await allowed(limiter, "1/second", caller, 2) == 1
+    await asyncio.sleep(1.05)
+    assert await allowed(limiter, "1/second", callers[0], 2) == 1
+    limiter.memory._next_sweep = 0  # the next hit sweeps, as it would once a minute
+    assert await allowed(limiter, "1/second", callers[1], 1) == 1
+    # The other 98 callers' windows had ended: only the two just counted are kept.
+    assert len(limiter.memory._windows) == 2
+
+
 async def counted(limit: str, caller: str) -> int:
     redis = Redis(host=REDIS_HOST)
     try:
