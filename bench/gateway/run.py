@@ -68,6 +68,14 @@ two cores). The embedded process's CPU per request (its CPU time over the reques
 alternating 2 s rounds), before -> after, gateway/direct: list 0.82 -> 0.78, filtered 0.81 ->
 0.80, composed 0.68 -> 0.74, /me 0.70 -> 0.79.
 
+After decision 0095 (request metrics looked up once, rate limits in memory without a task per
+hit), 2026-11-29, load 3.2-5.9 (another session's benchmarks), f5ac0f3 (before) and after in
+turn, two pairs, embedded, gateway/direct req/s and direct/gateway CPU per request: list 0.77x,
+0.76x (CPU 0.80x, 0.81x) -> 0.82x, 0.83x (0.82x, 0.86x); filtered 0.84x, 0.93x (0.84x, 0.86x) ->
+0.83x, 0.80x (0.85x, 0.92x); composed 0.81x, 0.74x (0.75x, 0.76x) -> 0.60x, 0.84x (0.69x,
+0.81x); /me 0.79x, 0.82x (0.79x, 0.79x) -> 0.90x, 0.87x (0.84x, 0.83x); POST about 1x in all.
+Composed / plain task read p50 1.34x, 1.35x -> 1.52x, 1.24x.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
