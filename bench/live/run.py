@@ -182,7 +182,7 @@ p99 42-51 ms; in the others two replicas fell further behind (they take 1.4-1.6x
 one: 6.6-7.8 s against 4.9 s per 10 s at 500/s), their intake first (publish -> numbered p50
 up to 1.7 s). A second client process changed nothing the runs tell apart.
 
-Then on a quiet machine (load 1.6-2.0, nothing else running), `--idle 0 --fan-out 500:1000
+Then on a quiet machine (load 1.6-2.0), `--idle 0 --fan-out 500:1000
 --gateways 1,2 --seconds 10 --rounds 3`, in turn, every message delivered; latency p50/p99
 (the median of each second's p99), gateway CPU in the 10 s:
     1 gateway    23.6/47.0 ms (47.2)  24.0/52.7 ms (47.2)  24.5/49.0 ms (50.3)  4.9-5.1 s
