@@ -191,13 +191,23 @@ p99 ratio two/one 0.99, 0.77, 0.82; publish -> numbered p99 15.3-18.4 ms with on
 (the intake waits behind flushes to 1,000 sockets), 6.5-8.7 ms with two; numbered -> read p99
 37.1-40.9 and 38.1-43.0 ms. Redis 0.4-0.5 s against 0.6-0.7 s, RabbitMQ 0.9-1.0 s against
 1.1-1.4 s. Two replicas meet the aim of p99 under 50 ms in each round, one process in two of
-three.
+three. At 100/s, three rounds (load 1.5-2.4): one process 24.0/50.3, 22.8/46.7, 25.4/53.7 ms,
+two replicas 20.2/45.7, 21.4/47.7, 21.4/52.7 ms, every run with one second whose p99 was
+101-141 ms: the client's own garbage collection. With it off in the client processes (as since
+then), in turn (load 1.5-1.8):
+    100/s  1 gateway    23.1/43.6 ms (41.2)  21.9/42.2 ms (41.2)
+           2 gateways   21.2/39.9 ms (40.5)  20.1/40.2 ms (38.3)
+    500/s  1 gateway    23.6/46.2 ms (46.7)  23.3/45.2 ms (44.5)  CPU 4.8-5.0 s
+           2 gateways   22.6/45.4 ms (45.6)  22.5/47.1 ms (46.0)  CPU 7.6-7.9 s
+Both meet the aim at 500/s on a quiet machine; two replicas shorten publish -> numbered (p99
+8.6-8.9 against 14.4-14.5 ms) and lengthen numbered -> read (42.4-44.2 against 36.3-37.6 ms).
 """
 
 import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import resource
 import tempfile
@@ -444,6 +454,10 @@ def client_process(pipe: Connection, targets: list[Target]) -> None:
 async def _client_process(pipe: Connection, targets: list[Target]) -> None:
     loop = asyncio.get_running_loop()
     clients = await open_clients(targets)
+    # No garbage collection while reading: a full one over the 1,000 sockets' objects and the
+    # reads kept took tens of ms, counted as latency (the highest second's p99 at 100 events/s,
+    # 101-141 ms with it, 43-57 ms without); reading makes no cycles to collect.
+    gc.disable()
     pipe.send(len(clients.sockets))
     # The pipe is read in a thread: the loop keeps reading the sockets meanwhile.
     while (sent := await loop.run_in_executor(None, pipe.recv)) is not None:
