@@ -1,20 +1,29 @@
-"""Live-updates benchmark: what one gateway process holds, and how fast it fans events out.
+"""Live-updates benchmark: what gateway processes hold, and how fast they fan events out.
 
 The distributed stack (one uvicorn process per service on the local PostgreSQL, RabbitMQ and
-Redis; the live log in Redis), then two measurements against one gateway process:
+Redis; the live log in Redis), then two measurements against fresh gateway processes: one, or
+with `--gateways N` N replicas on ports of their own, each binding its own exclusive queue and
+appending every event to the one log, as replicas do in a deployment (decision 0074), the
+sockets spread evenly over them:
 
 1. idle sockets: N sockets opened (OPEN_AT_ONCE handshakes at a time) and held, answering
-   pings; each handshake's time (connect to `hello`), and the gateway's RSS before and after,
+   pings; each handshake's time (connect to `hello`), and the gateways' RSS before and after,
    per socket.
 2. fan-out, for each RATE:SOCKETS asked: S sockets (spread over a few users), events
    published straight to RabbitMQ at R events/s for D seconds (task.created, as the tasks
    relay would right after the commit) by a process of their own, each carrying the time it
-   was published; every socket reads every message. Printed: messages received against
-   expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in SAMPLE_EVERY)
-   and the same delay in two stages, cut where the live log numbered the event (Redis stamps
-   each entry with its own clock, to the ms), frames/s delivered, the gateway's CPU time per
-   frame (the figure the client's own limits do not bend), and the CPU of the clients and of
-   the rest of the stack.
+   was published; every socket reads every message. The sockets are read by one client
+   process, or with `--client-processes K` by K, each a run of them. Before the measured
+   events, `--warm-up` seconds of events at the same rate, not counted: the first second of
+   events to fresh replicas was the slowest (decision 0093). Printed: messages received
+   against expected, delay from publish to receipt p50/p99 (sockets of a sample, 1 in
+   SAMPLE_EVERY; and the p99 of each second of publishing, their median and highest, as
+   others' work on shared cores comes in bursts) and the same delay in two stages, cut where
+   the live log numbered the event (Redis stamps each entry with its own clock, to the ms;
+   with replicas, the first append of an event numbers it), frames/s delivered, the
+   gateways' CPU time, each and per frame (the figure the client's own limits do not bend),
+   and the CPU of each client process, of the rest of the stack, and of Redis and RabbitMQ
+   when this user may read theirs (shared with whatever else uses them).
 
 The events reach the gateway only: the other services that consume task events (notifier,
 analytics) run on the in-process bus here. Each handles a batch in a database transaction, and
@@ -24,10 +33,13 @@ latency.
 
 With `--before DIR` (a checkout of the code to compare with, e.g.
 `git archive main | tar -x -C /tmp/live-before`), every measurement runs with the gateway of
-DIR and with this one in turn, a fresh gateway process each, on the same stack.
+DIR and with this one in turn, fresh gateway processes each, on the same stack; so does every
+count of `--gateways 1,2` and `--client-processes 1,2`, the whole `--rounds` times.
 
     make bench-live                         # python -m bench.live.run --idle 1000
     python -m bench.live.run --idle 10000 --fan-out 50:1000 --fan-out 500:1000 --before DIR
+    python -m bench.live.run --idle 0 --fan-out 500:1000 --gateways 1,2 --client-processes 1,2 \
+        --seconds 10 --rounds 3
 
 The clients are raw sockets (a handshake, then frames counted and pings answered, no
 per-message JSON): a Python client that parsed every message would be what gets measured, as
@@ -138,12 +150,64 @@ p50 44.7 ms, p99 117.6 ms (publish -> numbered p50 13.3 ms p99 63.0 ms, numbered
 ms p99 83.2 ms; gateway CPU 6.4 s, 1.3 µs per frame, clients 5.2 s, the rest 1.7 s). Against
 the last quiet figures with notifier and analytics on the same cores (decision 0077: p50
 132-238 ms, p99 355-887 ms at 500/s), the gateway alone is within 2.4x of the 50 ms aim at p99.
+
+Over gateway replicas (decision 0093), 2026-11-29, `--idle 0 --fan-out 500:1000 --fan-out
+100:1000 --gateways 1,2 --client-processes 1,2 --seconds 10` (2 s warm-up), each configuration
+in turn, three runs of one to three rounds, with the lead's benchmarks on the same 2 cores
+taking a core for tens of seconds at a time; latency p50/p99 in ms (or s), events published
+per second where short of the rate, load average in brackets; every message delivered, no
+socket closed:
+    500/s  1 gateway,  1 client process   54.3/215 (4.5)   71.9/201 (2.4)   23.3/47.0 (3.9)
+                                          41.3/369 (7.1)   82.7/255 (3.3)   71.5/220 (5.0)
+                                          118/1.04 s 487/s (5.1)            23.8/48.1 (3.5)
+           1 gateway,  2 client processes 65.2/1.22 s 481/s (4.3)  65.2/493 455/s (3.0)
+                                          33.4/250 (6.0)   31.7/148 (6.8)   29.8/75.3 (2.9)
+           2 gateways, 1 client process   22.4/46.0 (4.0)  63.8/365 (4.0)   513/1.68 s (7.1)
+                                          20.0/45.1 (4.9)  21.9/178 (2.7)   3.02 s/4.73 s (5.1)
+                                          309/3.05 s 489/s (4.5)            23.6/50.7 (3.0)
+           2 gateways, 2 client processes 21.2/43.1 (3.4)  2.04 s/5.66 s 433/s (4.6)
+                                          233/1.32 s (8.5) 22.6/55.7 (3.8)  61.0/211 (4.0)
+    100/s  1 gateway,  1 client process   22.7/46.6 (3.0)  30.2/135 (3.7)   34.7/96.6 (4.9)
+                                          37.6/174 (4.4)   23.3/50.2 (2.8)
+           1 gateway,  2 client processes 22.9/46.0 (2.2)  35.9/76.8 (4.6)
+           2 gateways, 1 client process   21.5/54.3 (2.0)  48.1/519 (5.3)   53.5/483 (4.9)
+                                          21.9/46.0 (4.6)  27.7/267 (4.3)
+           2 gateways, 2 client processes 19.7/38.6 (1.9)  39.3/296 (4.9)
+Two more runs of two replicas alone, 500/s for 25 s, undisturbed: p50 21.5 and 20.9 ms, p99
+43.9 and 42.0 ms (p99 by second: median 43.0 and 41.7 ms, highest 52.9 and 45.9 ms), load
+3.2-3.3, the replicas 9.5 + 9.6 and 9.1 + 8.9 s of CPU in the 25 s, Redis 1.6-1.7 s. Medians
+of the eight 500/s runs with one client process: one gateway p50 62.9 ms, p99 218 ms; two
+p50 43.7 ms, p99 271 ms. In the undisturbed runs (p99 under 60 ms) both setups land at
+p99 42-51 ms; in the others two replicas fell further behind (they take 1.4-1.6x the CPU of
+one: 6.6-7.8 s against 4.9 s per 10 s at 500/s), their intake first (publish -> numbered p50
+up to 1.7 s). A second client process changed nothing the runs tell apart.
+
+Then on a quiet machine (load 1.6-2.0), `--idle 0 --fan-out 500:1000
+--gateways 1,2 --seconds 10 --rounds 3`, in turn, every message delivered; latency p50/p99
+(the median of each second's p99), gateway CPU in the 10 s:
+    1 gateway    23.6/47.0 ms (47.2)  24.0/52.7 ms (47.2)  24.5/49.0 ms (50.3)  4.9-5.1 s
+    2 gateways   23.1/46.6 ms (45.5)  20.3/40.7 ms (40.8)  20.1/40.3 ms (39.5)  7.0-7.9 s
+p99 ratio two/one 0.99, 0.77, 0.82; publish -> numbered p99 15.3-18.4 ms with one process
+(the intake waits behind flushes to 1,000 sockets), 6.5-8.7 ms with two; numbered -> read p99
+37.1-40.9 and 38.1-43.0 ms. Redis 0.4-0.5 s against 0.6-0.7 s, RabbitMQ 0.9-1.0 s against
+1.1-1.4 s. Two replicas meet the aim of p99 under 50 ms in each round, one process in two of
+three. At 100/s, three rounds (load 1.5-2.4): one process 24.0/50.3, 22.8/46.7, 25.4/53.7 ms,
+two replicas 20.2/45.7, 21.4/47.7, 21.4/52.7 ms, every run with one second whose p99 was
+101-141 ms: the client's own garbage collection. With it off in the client processes (as since
+then), in turn (load 1.5-1.8):
+    100/s  1 gateway    23.1/43.6 ms (41.2)  21.9/42.2 ms (41.2)
+           2 gateways   21.2/39.9 ms (40.5)  20.1/40.2 ms (38.3)
+    500/s  1 gateway    23.6/46.2 ms (46.7)  23.3/45.2 ms (44.5)  CPU 4.8-5.0 s
+           2 gateways   22.6/45.4 ms (45.6)  22.5/47.1 ms (46.0)  CPU 7.6-7.9 s
+Both meet the aim at 500/s on a quiet machine; two replicas shorten publish -> numbered (p99
+8.6-8.9 against 14.4-14.5 ms) and lengthen numbered -> read (42.4-44.2 against 36.3-37.6 ms).
 """
 
 import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import resource
 import tempfile
@@ -151,6 +215,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aio_pika
@@ -164,9 +229,11 @@ from taskhub_common.contracts import TASK_CREATED
 from taskhub_common.events import EventEnvelope
 from taskhub_common.testing import RABBITMQ_URL, REDIS_HOST, new_user, recreate_database
 from taskhub_common.testing.live import rabbitmq_exchange, task_data
-from tests.e2e.stack import Process, Stack
+from tests.e2e.stack import Process, Stack, free_port
 
 DATABASE = "taskhub_bench_live"
+# The live log's Redis database, as the gateway reads it from REDIS_DB.
+REDIS_DB = int(os.environ.get("REDIS_DB", "0"))
 BENCH_ENV = {
     "RATE_LIMIT_DEFAULT": "1000000/minute",
     "RATE_LIMIT_AUTH": "1000000/minute",
@@ -181,7 +248,9 @@ OFF_THE_BUS = {name: {"RABBITMQ_URL": ""} for name in ("notifier", "analytics")}
 EVENT_TTL_SECONDS = 60
 SOCKETS_PER_USER = 250
 OPEN_AT_ONCE = 200
-SAMPLE_EVERY = 10
+# Prime: the sample falls on every replica and every client process alike (replicas take every
+# Nth socket, client processes a run of them).
+SAMPLE_EVERY = 11
 DRAIN_SECONDS = 15.0
 # Where the publish time is in a task message (the bench puts it in the description).
 TIME_FIELD = b'"description": "'
@@ -309,6 +378,16 @@ class Clients:
             socket.close()
 
 
+@dataclass(frozen=True)
+class Target:
+    """One socket to open: the gateway replica it goes to, its token, and whether it is one of
+    the sample whose every read is timed."""
+
+    url: str
+    token: str
+    sampled: bool
+
+
 def upgrade_request(host: str, port: int, token: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (
@@ -318,38 +397,90 @@ def upgrade_request(host: str, port: int, token: str) -> bytes:
     ).encode()
 
 
-async def tokens(base_url: str, sockets: int) -> list[str]:
-    """One access token per socket, a new user per SOCKETS_PER_USER sockets."""
+async def targets(urls: list[str], sockets: int) -> list[Target]:
+    """One access token per socket, a new user per SOCKETS_PER_USER sockets; the sockets
+    spread evenly over the gateway replicas at `urls`."""
     users = max(1, -(-sockets // SOCKETS_PER_USER))
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=urls[0], timeout=60) as client:
         made = []
         for _ in range(users):
             response = await client.post("/api/auth/register", json=new_user())
             response.raise_for_status()
             made.append(response.json()["access_token"])
-    return [made[i % users] for i in range(sockets)]
+    return [
+        Target(urls[i % len(urls)], made[i % users], i % SAMPLE_EVERY == 0) for i in range(sockets)
+    ]
 
 
-async def open_clients(base_url: str, count: int) -> Clients:
-    host, port = base_url.removeprefix("http://").split(":")
+async def open_clients(targets: list[Target]) -> Clients:
     loop = asyncio.get_running_loop()
     clients = Clients()
 
-    async def open_one(index: int, token: str) -> None:
-        sample = clients.reads if index % SAMPLE_EVERY == 0 else None
+    async def open_one(target: Target) -> None:
+        host, port = target.url.removeprefix("http://").split(":")
+        request = upgrade_request(host, int(port), target.token)
         started = time.perf_counter()
         _, socket = await loop.create_connection(
-            lambda: RawSocket(upgrade_request(host, int(port), token), sample), host, int(port)
+            lambda: RawSocket(request, clients.reads if target.sampled else None), host, int(port)
         )
         await socket.hello
         clients.handshakes.append(time.perf_counter() - started)
         clients.sockets.append(socket)
 
-    all_tokens = await tokens(base_url, count)
-    for start in range(0, count, OPEN_AT_ONCE):
-        batch = all_tokens[start : start + OPEN_AT_ONCE]
-        await asyncio.gather(*(open_one(start + i, t) for i, t in enumerate(batch)))
+    for start in range(0, len(targets), OPEN_AT_ONCE):
+        await asyncio.gather(*map(open_one, targets[start : start + OPEN_AT_ONCE]))
     return clients
+
+
+@dataclass
+class Received:
+    """What one client process's sockets got in a fan-out."""
+
+    events: int
+    first_event_at: float
+    last_event_at: float
+    closed: int
+    reads: list[tuple[float, float]]
+
+
+def client_process(pipe: Connection, targets: list[Target]) -> None:
+    """A process of clients (so that reading 1,000 sockets need not be one event loop's work):
+    opens its sockets and says how many; then, each time it is told how many events were
+    published, reads until each socket has them all (or DRAIN_SECONDS pass), and sends back
+    what it received, counting from zero again for the next publish; None ends it."""
+    asyncio.run(_client_process(pipe, targets))
+
+
+async def _client_process(pipe: Connection, targets: list[Target]) -> None:
+    loop = asyncio.get_running_loop()
+    clients = await open_clients(targets)
+    # No garbage collection while reading: a full one over the 1,000 sockets' objects and the
+    # reads kept took tens of ms, counted as latency (the highest second's p99 at 100 events/s,
+    # 101-141 ms with it, 43-57 ms without); reading makes no cycles to collect.
+    gc.disable()
+    pipe.send(len(clients.sockets))
+    # The pipe is read in a thread: the loop keeps reading the sockets meanwhile.
+    while (sent := await loop.run_in_executor(None, pipe.recv)) is not None:
+        expected = sent * len(clients.sockets)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while clients.events < expected and time.monotonic() < deadline:
+            if all(socket.lost for socket in clients.sockets):
+                break
+            await asyncio.sleep(0.1)
+        reached = [socket for socket in clients.sockets if socket.events]
+        pipe.send(
+            Received(
+                clients.events,
+                min((socket.first_event_at for socket in reached), default=0.0),
+                max((socket.last_event_at for socket in reached), default=0.0),
+                sum(socket.lost for socket in clients.sockets),
+                list(clients.reads),
+            )
+        )
+        clients.reads.clear()
+        for socket in clients.sockets:
+            socket.events, socket.first_event_at, socket.last_event_at = 0, 0.0, 0.0
+    clients.close()
 
 
 def publish(rate: int, seconds: float) -> tuple[int, float]:
@@ -378,28 +509,51 @@ async def _publish(rate: int, seconds: float) -> tuple[int, float]:
 
 @dataclass
 class Gateway:
-    """One gateway process of the stack's, with the code of `source` (None: this tree)."""
+    """Gateway replicas of the stack's, with the code of `source` (None: this tree): uvicorn
+    processes on ports of their own, each binding its own exclusive queue and appending to the
+    one live log, as replicas do in a deployment (decision 0074)."""
 
     name: str
     source: Path | None
-    process: Process | None = None
+    replicas: int
+    processes: list[Process] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
 
-    def start(self, stack: Stack, template: Process) -> int:
+    @property
+    def label(self) -> str:
+        return f"{self.name}, {self.replicas} gateway{'s' if self.replicas > 1 else ''}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.popen.pid for process in self.processes if process.popen]
+
+    def start(self, stack: Stack, template: Process) -> None:
         env = dict(template.env)
         if self.source is not None:
             env["PYTHONPATH"] = str(self.source / "services" / "gateway")
-        log = stack.workdir / f"gateway-{self.name}.log"
-        self.process = Process(f"gateway-{self.name}", template.command, env, log)
-        self.process.start()
-        stack.processes.append(self.process)
-        stack.wait_healthy(120)
-        assert self.process.popen is not None
-        return self.process.popen.pid
+        for replica in range(self.replicas):
+            port = free_port()
+            command = list(template.command)
+            command[command.index("--port") + 1] = str(port)
+            log = stack.workdir / f"gateway-{self.name}-{replica}.log"
+            process = Process(f"gateway-{self.name}-{replica}", command, env, log)
+            process.start()
+            stack.processes.append(process)
+            self.processes.append(process)
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for url in self.urls:
+            stack.base_url = url  # whose health the stack waits for
+            stack.wait_healthy(120)
+        for pid in self.pids:
+            limit = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0]
+            if limit < 1100:
+                print(f"warning: a gateway may open {limit} files only")
 
     def stop(self, stack: Stack) -> None:
-        assert self.process is not None
-        self.process.stop()
-        stack.processes.remove(self.process)
+        for process in self.processes:
+            process.stop()
+            stack.processes.remove(process)
+        self.processes, self.urls = [], []
 
 
 def rss(pid: int) -> int:
@@ -411,22 +565,58 @@ def cpu(pid: int) -> float:
     return times.user + times.system
 
 
-async def idle(stack: Stack, name: str, pid: int, count: int) -> None:
-    before = rss(pid)
+def cpus(pids: list[int]) -> list[float]:
+    return [cpu(pid) for pid in pids]
+
+
+class CpuSpent:
+    """CPU seconds each process of named groups uses from now on."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.started = {name: cpus(pids) for name, pids in groups.items()}
+
+    def spent(self) -> dict[str, list[float]]:
+        return {
+            name: [b - a for a, b in zip(self.started[name], cpus(pids), strict=True)]
+            for name, pids in self.groups.items()
+        }
+
+
+def servers() -> dict[str, list[int]]:
+    """Redis's and RabbitMQ's processes, when this user may see them (shared with whatever else
+    uses them): Redis's CPU is where a second replica's appends, de-duplicated by event id,
+    cost."""
+    names = {"redis-server": "Redis", "beam.smp": "RabbitMQ"}
+    found: dict[str, list[int]] = {}
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in names:
+            found.setdefault(names[process.info["name"]], []).append(process.pid)
+    return found
+
+
+def cpu_split(seconds: list[float]) -> str:
+    """CPU seconds of several processes: each, and their sum when more than one."""
+    each = " + ".join(f"{s:.1f}" for s in seconds)
+    return f"{each} = {sum(seconds):.1f} s" if len(seconds) > 1 else f"{each} s"
+
+
+async def idle(gateway: Gateway, count: int) -> None:
+    before = sum(map(rss, gateway.pids))
     started = time.perf_counter()
-    clients = await open_clients(stack.base_url, count)
+    clients = await open_clients(await targets(gateway.urls, count))
     took = time.perf_counter() - started
     await asyncio.sleep(2)
-    after = rss(pid)
+    after = sum(map(rss, gateway.pids))
     async with httpx.AsyncClient() as client:
-        health = (await client.get(f"{stack.base_url}/api/health")).json()["live"]
+        health = [(await client.get(f"{url}/api/health")).json()["live"] for url in gateway.urls]
     clients.close()
     hs = clients.handshakes
     print(
-        f"idle [{name}]: {len(clients.sockets)} sockets held (health: {health['sockets']}); "
-        f"handshake p50 {percentile(hs, 0.5) * 1000:.1f} ms, p99 {percentile(hs, 0.99) * 1000:.1f}"
-        f" ms, {count / took:.0f}/s ({OPEN_AT_ONCE} at a time); gateway RSS "
-        f"{before / 2**20:.1f} -> {after / 2**20:.1f} MiB, "
+        f"idle [{gateway.label}]: {len(clients.sockets)} sockets held (health: "
+        f"{sum(h['sockets'] for h in health)}); handshake p50 {percentile(hs, 0.5) * 1000:.1f} "
+        f"ms, p99 {percentile(hs, 0.99) * 1000:.1f} ms, {count / took:.0f}/s ({OPEN_AT_ONCE} at "
+        f"a time); gateway RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB, "
         f"{(after - before) / count / 1024:.1f} KiB per socket; {load()}",
         flush=True,
     )
@@ -437,11 +627,23 @@ def p50_p99(seconds: list[float]) -> str:
     return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
 
 
+def seconds_p99(reads: list[tuple[float, float]]) -> str:
+    """The p99 of each second of publishing, their median and highest: on shared cores others'
+    work comes in bursts, which raise some seconds and not the others."""
+    start = min(published for published, _ in reads)
+    seconds: dict[int, list[float]] = {}
+    for published, read in reads:
+        seconds.setdefault(int(published - start), []).append(read - published)
+    each = sorted(percentile(delays, 0.99) * 1000 for delays in seconds.values())
+    return f"p99 by second: median {percentile(each, 0.5):.1f} ms, highest {each[-1]:.1f} ms"
+
+
 async def stages(reads: list[tuple[float, float]]) -> str:
     """The latency in two: from publishing to the append that numbered the event in the live
     log (Redis's clock, which stamps each entry, to the ms; the same host's), and from there to
-    the client's read (the reply reaching the gateway, the flush window, the writes, the read)."""
-    redis = Redis(host=REDIS_HOST)
+    the client's read (the reply reaching the gateway, the flush window, the writes, the read).
+    With several replicas, the append that numbered it is the first of theirs."""
+    redis = Redis(host=REDIS_HOST, db=REDIS_DB)
     try:
         log = RedisLog(redis, log_namespace(RABBITMQ_URL, ""), 0, 0).keys[2]
         rows = await redis.xrange(log)
@@ -458,40 +660,84 @@ async def stages(reads: list[tuple[float, float]]) -> str:
     return f"publish -> numbered {p50_p99(list(to_log))}, numbered -> read {p50_p99(list(to_read))}"
 
 
-async def fan_out(stack: Stack, name: str, pid: int, count: int, rate: int, seconds: float) -> None:
-    clients = await open_clients(stack.base_url, count)
-    await asyncio.sleep(1)
-    cpu_before, clients_cpu_before = cpu(pid), cpu(os.getpid())
-    rest = [p.popen.pid for p in stack.processes if p.popen and p.popen.pid != pid]
-    rest_cpu_before = sum(map(cpu, rest))
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        sent, took = await asyncio.get_running_loop().run_in_executor(pool, publish, rate, seconds)
+async def fan_out(
+    stack: Stack,
+    gateway: Gateway,
+    count: int,
+    rate: int,
+    seconds: float,
+    warm_up: float,
+    client_processes: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    everyone = await targets(gateway.urls, count)
+    spawn = get_context("spawn")
+    pipes, clients = [], []
+    for part in range(client_processes):
+        pipe, child_end = spawn.Pipe()
+        share = everyone[part * count // client_processes : (part + 1) * count // client_processes]
+        process = spawn.Process(target=client_process, args=(child_end, share), daemon=True)
+        process.start()
+        pipes.append(pipe)
+        clients.append(process)
+    try:
+        opened = sum([await loop.run_in_executor(None, pipe.recv) for pipe in pipes])
+
+        async def publish_and_read(seconds: float) -> tuple[int, float, list[Received]]:
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                sent, took = await loop.run_in_executor(pool, publish, rate, seconds)
+            for pipe in pipes:
+                pipe.send(sent)
+            return sent, took, [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
+
+        if warm_up:
+            await publish_and_read(warm_up)
+        await asyncio.sleep(1)
+        rest = [p.popen.pid for p in stack.processes if p.popen and p.popen.pid not in gateway.pids]
+        clock = CpuSpent(
+            {
+                "gateway": gateway.pids,
+                "clients": [process.pid for process in clients],
+                "rest": rest,
+                **servers(),
+            }
+        )
+        sent, took, received = await publish_and_read(seconds)
+        spent = clock.spent()
+        for pipe in pipes:
+            pipe.send(None)
+    finally:
+        for process in clients:
+            process.join(30)
     expected = sent * count
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while clients.events < expected and time.monotonic() < deadline:
-        if all(socket.lost for socket in clients.sockets):
-            break
-        await asyncio.sleep(0.1)
-    gateway_cpu = cpu(pid) - cpu_before
+    events = sum(r.events for r in received)
+    first = min((r.first_event_at for r in received if r.events), default=0.0)
+    last = max(r.last_event_at for r in received)
+    reads = [read for r in received for read in r.reads]
+    lat = [read - published for published, read in reads]
+    figures = (
+        f"{p50_p99(lat)} ({seconds_p99(reads)}); {await stages(reads)}"
+        if lat
+        else "nothing delivered"
+    )
+    gateways_cpu, clients_cpu, rest_cpu = (spent.pop(n) for n in ("gateway", "clients", "rest"))
+    servers_cpu = "".join(f", {name} {sum(used):.1f} s" for name, used in spent.items())
     # The clients share the two cores: when theirs nears the run's length, they set the pace.
-    clients_cpu = cpu(os.getpid()) - clients_cpu_before
-    rest_cpu = sum(map(cpu, rest)) - rest_cpu_before
-    received = clients.events
-    reached = [socket for socket in clients.sockets if socket.events]
-    first = min((socket.first_event_at for socket in reached), default=0.0)
-    last = max((socket.last_event_at for socket in reached), default=0.0)
-    closed = sum(socket.lost for socket in clients.sockets)
-    clients.close()
-    lat = [read - published for published, read in clients.reads]
-    figures = f"{p50_p99(lat)}; {await stages(clients.reads)}" if lat else "nothing delivered"
     print(
-        f"fan-out [{name}]: {rate} events/s ({sent / took:.0f} published) for {seconds:g} s to "
-        f"{count} sockets: {received}/{expected} messages, {closed} sockets closed; latency "
-        f"{figures}; {received / max(last - first, 1e-9):.0f} frames/s; gateway CPU "
-        f"{gateway_cpu:.1f} s, {gateway_cpu / max(received, 1) * 1e6:.1f} µs per frame; "
-        f"clients CPU {clients_cpu:.1f} s, the rest of the stack's {rest_cpu:.1f} s; {load()}",
+        f"fan-out [{gateway.label}, {client_processes} client process"
+        f"{'es' if client_processes > 1 else ''}]: {rate} events/s ({sent / took:.0f} published) "
+        f"for {seconds:g} s to {opened} sockets: {events}/{expected} messages, "
+        f"{sum(r.closed for r in received)} sockets closed; latency {figures}; "
+        f"{events / max(last - first, 1e-9):.0f} frames/s; gateway CPU {cpu_split(gateways_cpu)}, "
+        f"{sum(gateways_cpu) / max(events, 1) * 1e6:.1f} µs per frame; clients CPU "
+        f"{cpu_split(clients_cpu)}, the rest of the stack's {sum(rest_cpu):.1f} s{servers_cpu}; "
+        f"{load()}",
         flush=True,
     )
+
+
+def counts(text: str) -> list[int]:
+    return [int(n) for n in text.split(",")]
 
 
 async def main() -> None:
@@ -504,13 +750,38 @@ async def main() -> None:
         help="events per second and sockets of a fan-out run (repeatable; default 100:100)",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each fan-out")
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=2.0,
+        help="seconds of events at the same rate before each fan-out, not measured: the first "
+        "second of events to fresh replicas was the slowest (default 2)",
+    )
     parser.add_argument("--before", type=Path, help="a checkout whose gateway to compare with")
+    parser.add_argument(
+        "--gateways",
+        type=counts,
+        default=[1],
+        metavar="N[,N...]",
+        help="gateway replicas the sockets are spread over, each count in turn (default 1)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=counts,
+        default=[1],
+        metavar="N[,N...]",
+        help="processes the fan-out's clients are spread over, each count in turn (default 1)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times to run every measurement")
     args = parser.parse_args()
     runs = [tuple(map(int, run.split(":"))) for run in args.fan_out or ["100:100"]]
     raise_file_limit(max(args.idle, *(sockets for _, sockets in runs)))
-    gateways = [Gateway("after", None)]
+    sources = [("after", None)]
     if args.before:
-        gateways.insert(0, Gateway("before", args.before.resolve()))
+        sources.insert(0, ("before", args.before.resolve()))
+    gateways = [
+        Gateway(name, source, replicas) for replicas in args.gateways for name, source in sources
+    ]
     await recreate_database(DATABASE)
     workdir = Path(tempfile.mkdtemp(prefix="taskhub-bench-live-"))
     # Ten minutes to start: the machine this runs on is often busy with other work.
@@ -525,25 +796,33 @@ async def main() -> None:
     stack.start()
     try:
         template = next(process for process in stack.processes if process.name == "gateway")
-        # Each measurement starts a gateway of its own, on the same port.
+        # Each measurement starts gateways of its own.
         template.stop()
         stack.processes.remove(template)
-        measurements = ([("idle", args.idle, 0)] if args.idle else []) + [
-            ("fan-out", sockets, rate) for rate, sockets in runs
-        ]
-        for kind, sockets, rate in measurements:
-            for gateway in gateways:
-                pid = gateway.start(stack, template)
-                limit = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0]
-                if limit < sockets + 100:
-                    print(f"warning: the gateway may open {limit} files only")
-                try:
-                    if kind == "idle":
-                        await idle(stack, gateway.name, pid, sockets)
-                    else:
-                        await fan_out(stack, gateway.name, pid, sockets, rate, args.seconds)
-                finally:
-                    gateway.stop(stack)
+        for _ in range(args.rounds):
+            if args.idle:
+                for gateway in gateways:
+                    gateway.start(stack, template)
+                    try:
+                        await idle(gateway, args.idle)
+                    finally:
+                        gateway.stop(stack)
+            for rate, sockets in runs:
+                for gateway in gateways:
+                    for client_processes in args.client_processes:
+                        gateway.start(stack, template)
+                        try:
+                            await fan_out(
+                                stack,
+                                gateway,
+                                sockets,
+                                rate,
+                                args.seconds,
+                                args.warm_up,
+                                client_processes,
+                            )
+                        finally:
+                            gateway.stop(stack)
     finally:
         stack.stop()
 
