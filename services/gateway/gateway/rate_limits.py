@@ -1,7 +1,7 @@
 """Rate limits: counted in Redis, so every gateway replica shares them, or in memory where
 there is no Redis (the embedded mode) or while it is unreachable.
 
-limits' fixed window increments the counter and sets its expiry in one Lua script, on the async
+limits' Redis storage increments the counter and sets its expiry in one Lua script, on the async
 Redis client, so a slow Redis never blocks the loop. A caller sending fast does not cost a round
 trip per request (decision 0047): a replica takes several hits of the caller's budget at once
 (a block) and hands them out from memory for at most BLOCK_SECONDS. A block is counted in Redis
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
 from taskhub_common.errors import AppError
@@ -91,14 +90,12 @@ class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
         self.memory = MemoryCounters()
         self.redis = (
-            FixedWindowRateLimiter(
-                RedisStorage(
-                    f"async+{redis_url}",
-                    implementation="redispy",
-                    wrap_exceptions=True,
-                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                    socket_timeout=REDIS_TIMEOUT_SECONDS,
-                )
+            RedisStorage(
+                f"async+{redis_url}",
+                implementation="redispy",
+                wrap_exceptions=True,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
             )
             if redis_url
             else None
@@ -119,11 +116,9 @@ class RateLimiter:
                 self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
         allowed, window_ends = self.memory.hit(limit, key)
         if not allowed:
-            raise RateLimited(limit, max(1, math.ceil(window_ends - time.time())))
+            raise RateLimited(limit, _seconds_until(window_ends))
 
-    async def _hit_in_blocks(
-        self, limiter: FixedWindowRateLimiter, limit: RateLimitItem, key: str
-    ) -> bool:
+    async def _hit_in_blocks(self, redis: RedisStorage, limit: RateLimitItem, key: str) -> bool:
         now = time.monotonic()
         block = self._blocks.get(key)
         if block is not None and now < block.until:
@@ -134,7 +129,7 @@ class RateLimiter:
             size = min(block.size * 2, MAX_BLOCK, max(1, (limit.amount - block.count) // 8))
         else:
             size = 1
-        count = await limiter.storage.incr(key, limit.get_expiry(), amount=size)
+        count = await redis.incr(key, limit.get_expiry(), amount=size)
         # The part of this reservation within the limit (all of it, but near the end).
         granted = min(size, limit.amount - (count - size))
         if granted <= 0:
@@ -156,13 +151,16 @@ class RateLimiter:
             self._blocks.clear()
 
 
-async def _seconds_until_reset(
-    limiter: FixedWindowRateLimiter, limit: RateLimitItem, key: str
-) -> int:
+async def _seconds_until_reset(redis: RedisStorage, limit: RateLimitItem, key: str) -> int:
     try:
-        reset_at = await limiter.storage.get_expiry(key)
+        reset_at = await redis.get_expiry(key)
     except StorageError:
         return limit.get_expiry()  # storage unreachable: a whole window is a safe answer
+    return _seconds_until(reset_at)
+
+
+def _seconds_until(reset_at: float) -> int:
+    """A Retry-After: whole seconds until `reset_at` (epoch seconds), at least one."""
     return max(1, math.ceil(reset_at - time.time()))
 
 
