@@ -95,6 +95,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+from bench.stacks import cpu_seconds, service_processes
 from bench.tasks.run import percentile, task_batch
 from taskhub_common.testing import new_user, recreate_database
 from tests.e2e.stack import Process, Stack, free_port
@@ -185,10 +186,6 @@ class Figures:
         )
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    return sum(sum(process.cpu_times()[:2]) for process in processes)
-
-
 async def load(
     target: Target,
     seconds: float,
@@ -223,10 +220,11 @@ async def load(
         # first connections could idle past the server's 5 s keep-alive on a slow machine.)
         await asyncio.gather(*(connection.send(request) for connection in connections))
         deadline = time.perf_counter() + seconds
-        began, cpu_before = time.perf_counter(), cpu_seconds(stack)
+        began, cpu_before = time.perf_counter(), sum(map(cpu_seconds, stack))
         await asyncio.gather(*(client(index) for index in range(concurrency)))
         figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
-        figures.cpu_per_request.append((cpu_seconds(stack) - cpu_before) / len(latencies))
+        cpu_spent = sum(map(cpu_seconds, stack)) - cpu_before
+        figures.cpu_per_request.append(cpu_spent / len(latencies))
         figures.latencies.extend(latencies)
     finally:
         for connection in connections:
@@ -298,7 +296,7 @@ async def measure_mode(
         ceiling_target = Target(ceiling_url, "GET", f"/page?user={user_id}", token)
         results = {name: (Figures(), Figures()) for name in table}
         ceiling_figures = Figures()
-        processes = [psutil.Process(p.popen.pid) for p in stack.processes if p.popen]
+        processes = service_processes(stack)
         ceiling_process = [psutil.Process(ceiling.popen.pid)]
         for _ in range(args.rounds):
             for name, (through, direct) in table.items():

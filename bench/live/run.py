@@ -235,6 +235,7 @@ import httpx
 import psutil
 from redis.asyncio import Redis
 
+from bench.stacks import cpu_seconds
 from bench.tasks.run import percentile
 from gateway.streams import RedisLog, log_namespace
 from taskhub_common.contracts import TASK_CREATED
@@ -610,13 +611,8 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-def cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def cpus(pids: list[int]) -> list[float]:
-    return [cpu(pid) for pid in pids]
+    return [cpu_seconds(psutil.Process(pid)) for pid in pids]
 
 
 class CpuSpent:
