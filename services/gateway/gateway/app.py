@@ -26,7 +26,7 @@ from gateway.sockets import ServerSend, redact_socket_credentials
 from gateway.sockets import router as socket_router
 from gateway.tickets import ticket_router
 from gateway.upstream_client import UpstreamClient, UpstreamError, get_json, make_upstream_client
-from gateway.upstreams import Upstream, find_upstream, is_public, upstreams
+from gateway.upstreams import Owner, Upstream, is_public, owner_lookup, upstreams
 from taskhub_common.app import ServiceSpec, create_service_app
 from taskhub_common.auth import Principal, TokenVerifier
 from taskhub_common.docs import docs_router
@@ -119,34 +119,20 @@ async def proxy_to_owner(request: Request) -> Response:
     return await forward(request, upstream, path)
 
 
-def owner(request: Request) -> tuple[Upstream, str]:
+def owner(request: Request) -> Owner:
     """The service that owns the path, and the path as routed; NotFound, or NotAuthenticated
     for an anonymous caller of a path that needs a token."""
-    path = public_path(request.scope["path"])
-    upstream = find_upstream(request.app.state.upstreams, path) if path else None
-    if upstream is None:
+    found = request.app.state.find_owner(request.scope["path"])
+    if found is None:
         raise NotFound("Not Found")
-    if request.state.principal is None and not is_public(request.method, path):
+    if request.state.principal is None and not is_public(request.scope["method"], found[1]):
         raise NotAuthenticated()
-    return upstream, path
+    return found
 
 
 def is_composed(method: str, path: str) -> bool:
     """A task read: the gateway composes it from tasks, comments and files."""
     return method == "GET" and TASK_VIEW.fullmatch(path) is not None
-
-
-def public_path(path: str) -> str | None:
-    """The path as routed, or None for one that must not be: a `.` or `..` segment (the
-    upstream URL would resolve it, e.g. /api/auth/../../internal/x) or a control character.
-    The path arrives percent-decoded, so encoded forms are caught too. A trailing slash is
-    dropped: the seed's SPA calls `/api/tasks/` where the services route `/api/tasks`."""
-    if any(ord(char) < 0x20 or char == "\x7f" for char in path):
-        return None
-    segments = path.split("/")
-    if any(segment in (".", "..") for segment in segments):
-        return None
-    return path.rstrip("/") or "/"
 
 
 def build_router(settings: GatewaySettings) -> APIRouter:
@@ -254,7 +240,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.live = live
     redact_socket_credentials()
-    app.state.upstreams = table
+    use_upstreams(app, table)
     app.state.rate_limiter = RateLimiter(settings.redis_url)
     app.state.trusted_networks = [
         ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies
@@ -266,6 +252,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Last added, so outermost: the live hub writes frames to uvicorn's connection directly.
     app.add_middleware(ServerSend)
     return app
+
+
+def use_upstreams(app: FastAPI, table: list[Upstream]) -> None:
+    """The routing table, with its lookup (which remembers its answers)."""
+    app.state.upstreams = table
+    app.state.find_owner = owner_lookup(table)
 
 
 def cors_options(settings: GatewaySettings) -> dict[str, Any]:

@@ -68,15 +68,15 @@ class InProcessPassThrough:
             await self.route.count(request)
         except AppError:
             return self.gateway
-        scope[ADMITTED] = (client, path)
+        scope[ADMITTED] = (client, path, request)
         return self.composing if is_composed(request.method, path) else self.forwarding
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client, path = scope.pop(ADMITTED)
-        headers = forwarded_headers(Request(scope, receive), DROPPED_IN_PROCESS)
+        client, path, request = scope.pop(ADMITTED)
+        headers = forwarded_headers(request, DROPPED_IN_PROCESS)
         await client.serve(scope["method"], path, scope["query_string"], headers, receive, send)
 
     async def compose(self, scope: Scope, receive: Receive, send: Send) -> None:
-        _, path = scope.pop(ADMITTED)
-        response = await compose_task(Request(scope, receive), path)
+        _, path, request = scope.pop(ADMITTED)
+        response = await compose_task(request, path)
         await response(scope, receive, send)

@@ -384,9 +384,10 @@ class InProcessUpstream:
             "raw_path": quote(path, safe=PATH_SAFE).encode("latin-1"),
             "query_string": query,
             "root_path": "",
+            # The names as the gateway's server handed them over, lower-case (request_headers).
             "headers": [
                 (b"host", self.host_header),
-                *((name.lower(), value) for name, value in headers if name.lower() != b"host"),
+                *((name, value) for name, value in headers if name != b"host"),
             ],
             "server": self.server,
             "client": ("127.0.0.1", 0),

@@ -1,7 +1,10 @@
 """The routing table: which service owns which public path."""
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.settings import GatewaySettings
 from taskhub_common.registry import SERVICES
@@ -19,9 +22,9 @@ class Upstream:
     patterns: tuple[re.Pattern[str], ...] = field(default=())
 
 
-@dataclass(frozen=True)
-class PublicRoute:
-    """A route the gateway passes through without an access token."""
+class PublicRoute(NamedTuple):
+    """A route the gateway passes through without an access token. (A tuple: asked about on
+    every request, and a tuple hashes in C where a dataclass hashes in Python.)"""
 
     method: str
     path: str
@@ -46,6 +49,38 @@ def upstreams(settings: GatewaySettings) -> list[Upstream]:
         )
         for entry in SERVICES
     ]
+
+
+# Paths whose owner is remembered: a session asks about the same few paths again and again.
+REMEMBERED_PATHS = 4096
+# A control character, or a `.` or `..` segment.
+_UNROUTABLE = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.\.?(?:/|$)")
+
+Owner = tuple[Upstream, str]
+
+
+def owner_lookup(table: list[Upstream]) -> Callable[[str], Owner | None]:
+    """`path -> (the service that owns it, the path as routed)`, None for a path that must not
+    be routed or has no owner. Each answer is remembered: finding it walks every service's
+    patterns, and a pass-through request asks first thing."""
+
+    @functools.lru_cache(maxsize=REMEMBERED_PATHS)
+    def lookup(path: str) -> Owner | None:
+        routed = public_path(path)
+        upstream = find_upstream(table, routed) if routed else None
+        return None if upstream is None else (upstream, routed)
+
+    return lookup
+
+
+def public_path(path: str) -> str | None:
+    """The path as routed, or None for one that must not be: a `.` or `..` segment (the
+    upstream URL would resolve it, e.g. /api/auth/../../internal/x) or a control character.
+    The path arrives percent-decoded, so encoded forms are caught too. A trailing slash is
+    dropped: the seed's SPA calls `/api/tasks/` where the services route `/api/tasks`."""
+    if _UNROUTABLE.search(path):
+        return None
+    return path.rstrip("/") or "/"
 
 
 def find_upstream(table: list[Upstream], path: str) -> Upstream | None:

@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from gateway.app import create_app as create_gateway
+from gateway.app import use_upstreams
 from gateway.settings import GatewaySettings
 from taskhub_common.testing import REDIS_HOST
 from taskhub_common.testing.suite import Suite
@@ -42,7 +43,7 @@ def make_gateway(identity_app: FastAPI) -> GatewayFactory:
         # A test's upstreams come first and replace the defaults of the same name.
         names = {upstream.name for upstream in extra_upstreams}
         defaults = [upstream for upstream in app.state.upstreams if upstream.name not in names]
-        app.state.upstreams = [*extra_upstreams, *defaults]
+        use_upstreams(app, [*extra_upstreams, *defaults])
         async with app.router.lifespan_context(app):
             yield app
 

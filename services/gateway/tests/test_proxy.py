@@ -238,6 +238,8 @@ async def test_slow_service_is_504(make_gateway, client_for, extra_upstreams) ->
         "/api/auth/%2e%2e/%2e%2e/openapi.json",
         "/api/echo/%2e/x",
         "/api/echo/x%00y",
+        "/api/echo/x%7Fy",
+        "/api/echo/x/%2e%2e",
     ],
 )
 async def test_internal_unknown_and_dot_segment_paths_are_not_routed(
