@@ -211,6 +211,50 @@ ms, p99 45.2 ms; 500 events/s p50 27.4 ms, p99 56.8 ms. 500 tasks/s through the 
 than this machine serves while fanning out (94/s created). At 20 tasks/s (load 1.3-1.9): to
 1,000 sockets p50 16.2 ms, p99 29.7 ms; to 100 sockets p50 10.1 ms, p99 15.2 ms; to numbered
 p50 6.4-7.5 ms, p99 11 ms.
+
+At 500 tasks/s through the API in bulk (`--from-api-batch N`: 500/N requests a second of N
+tasks each, one task_created event per task through the outbox relay; each task's time is the
+start of its bulk transaction, so the whole insert is counted), 2026-11-30, one gateway
+process, 1,000 sockets, 10 s after a 2 s warm-up, every message delivered, each kind in turn
+with a straight publish at 500 events/s as reference. The lead's profiling shared the 2 cores
+throughout: the straight publish, p99 45-47 ms on a quiet machine, came at 0.5-12.6 s. Latency
+p50/p99, tasks created (events published) per second where short of 500, the load average at
+the run's end; the requests' own p50/p99; "pickup": from a task's `created_at` to the start of
+the relay's batch that took it (its outbox row's `sent_at`, read from the database after the
+run); CPU in the run of the gateway, the clients and the rest of the stack:
+    the lead's profiling at its busiest (load 4.5-4.8 at each run's end):
+      bulk of 10   9.16/14.2 s 251/s (4.45)   9.13/12.0 s 311/s (4.75)
+      bulk of 50   12.9/14.5 s 493/s (4.62)   10.6/12.0 s 482/s (4.53)
+      published    2.20/6.08 s 488/s (4.77)   481 ms/1.45 s (4.56)
+    1-minute load under 1.5 before each run, 2.5-2.9 at its end:
+      bulk of 10   6.02/8.31 s 425/s (2.89)   requests 740 ms/3.48 s, pickup 2.13/3.59 s
+                   6.25/7.21 s 491/s (2.82)   requests 225/667 ms,    pickup 1.77/2.99 s
+                   gateway 8.9-9.1 s, clients 8.2-8.4 s, the rest 6.7-6.8 s
+      bulk of 50   1.02/1.54 s (2.68)         requests 77/125 ms,     pickup 30/48 ms
+                   305 ms/1.02 s (2.73)       requests 67/130 ms,     pickup 25/54 ms
+                   gateway 6.3-6.8 s, clients 7.3 s, the rest 3.6-3.9 s
+      published    964 ms/1.87 s (2.65)       1.59/2.56 s (2.51)
+                   gateway 7.4-7.7 s, clients 7.0-7.4 s, the rest 0.7-0.8 s
+    load under 1.0 before each run, 2.7-2.9 at its end, two pairs:
+      bulk of 50   1.33/2.31 s (2.73)         requests 84/183 ms,     pickup 34/96 ms
+                   496/739 ms (2.70)          requests 66/143 ms,     pickup 25/65 ms
+      published    160/517 ms (2.86)          10.9/12.6 s 343/s (4.62: the lead's gateway
+                                              bench started during it)
+    two gateway processes of 500 sockets (load under 1.2 before each run, 3.0-3.1 at its end):
+      bulk of 50   2.09/3.90 s (2.96)         requests 90/177 ms,     pickup 34/243 ms
+      published    519 ms/1.79 s (3.13)
+In bulks of 10 (50 requests a second) the API path is what falls behind: the requests take
+0.23-0.74 s at p50, the relay picks the rows up 1.8-2.1 s after their transaction began, the
+services behind the gateway spend 6.7-6.8 s of CPU in the run, and the gateway, which also
+proxies the requests, 9 s. In bulks of 50 (10 requests a second) the tasks service keeps up (pickup
+p50 25-34 ms, the insert of the 50 and the commit included) and the seconds are the gateway's
+intake behind on the shared cores (transaction -> numbered p50 0.2-1.3 s; numbered -> read
+p50 30-54 ms), as with the straight publish in the same sitting (publish -> numbered p50
+0.05-1.4 s). The bench alone then asks the 2 cores for about 18-21 s of CPU over the run's
+10-12 s (gateway, clients, tasks service, RabbitMQ 1.1-1.3 s, Redis 0.4 s): nothing is left for
+anyone else's work, and any of it queues every stage. The aim from the commit at 500 events/s
+needs the writers and the relay on cores other than the gateway's (and the 1,000 clients off
+them); this machine cannot show it.
 """
 
 import argparse
@@ -525,16 +569,27 @@ async def _publish(rate: int, seconds: float) -> tuple[int, float]:
         return count, time.monotonic() - started
 
 
-def create_tasks(url: str, token: str, rate: int, seconds: float) -> tuple[int, float]:
+def create_tasks(url: str, token: str, batch: int, rate: int, seconds: float) -> tuple[int, float]:
     """In a process of its own, like `publish`: tasks created through the gateway's API at
     `rate` for `seconds`, each request sent at its slot without waiting for the previous
     answers. A task's `created_at` is the start of its transaction, so the latency counts the
-    rest of the transaction, the commit, the tasks service's outbox relay and RabbitMQ too."""
-    return asyncio.run(_create_tasks(url, token, rate, seconds))
+    rest of the transaction, the commit, the tasks service's outbox relay and RabbitMQ too.
+
+    With `batch` > 1, `rate / batch` requests a second to POST /api/tasks/bulk, `batch` tasks
+    each: still one task_created event per task, through the same outbox and relay, but one
+    transaction per batch. Its tasks all have the `created_at` of the start of that
+    transaction, so their latency counts the whole insert of the batch as well."""
+    return asyncio.run(_create_tasks(url, token, batch, rate, seconds))
 
 
-async def _create_tasks(url: str, token: str, rate: int, seconds: float) -> tuple[int, float]:
-    count = int(rate * seconds)
+async def _create_tasks(
+    url: str, token: str, batch: int, rate: int, seconds: float
+) -> tuple[int, float]:
+    count = int(rate * seconds) // batch
+    per_second = rate / batch
+    path, body = "/api/tasks", {"title": "bench"}
+    if batch > 1:
+        path, body = "/api/tasks/bulk", {"tasks": [{"title": "bench"}] * batch}
     limits = httpx.Limits(max_connections=API_CONNECTIONS)
     headers = {"Authorization": f"Bearer {token}"}
     answered: list[float] = []
@@ -542,20 +597,19 @@ async def _create_tasks(url: str, token: str, rate: int, seconds: float) -> tupl
 
         async def create() -> None:
             sent_at = time.perf_counter()
-            body = {"title": "bench"}
-            (await api.post("/api/tasks", headers=headers, json=body)).raise_for_status()
+            (await api.post(path, headers=headers, json=body)).raise_for_status()
             answered.append(time.perf_counter() - sent_at)
 
         started = time.monotonic()
         async with asyncio.TaskGroup() as requests:
             for sent in range(count):
-                delay = started + sent / rate - time.monotonic()
+                delay = started + sent / per_second - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 requests.create_task(create())
         took = time.monotonic() - started
     print(f"  the requests that created the tasks took {p50_p99(answered)}", flush=True)
-    return count, took
+    return count * batch, took
 
 
 @dataclass
@@ -715,13 +769,14 @@ async def fan_out(
     warm_up: float,
     client_processes: int,
     from_api: bool,
+    batch: int,
 ) -> None:
     loop = asyncio.get_running_loop()
     everyone = await targets(gateway.urls, count)
     source = partial(publish, rate)
     if from_api:
         author = (await targets(gateway.urls[:1], 1))[0]
-        source = partial(create_tasks, author.url, author.token, rate)
+        source = partial(create_tasks, author.url, author.token, batch, rate)
     spawn = get_context("spawn")
     pipes, clients = [], []
     for part in range(client_processes):
@@ -777,7 +832,7 @@ async def fan_out(
     print(
         f"fan-out [{gateway.label}, {client_processes} client process"
         f"{'es' if client_processes > 1 else ''}]: {rate} events/s "
-        f"{'of tasks created through the API ' if from_api else ''}({sent / took:.0f} published) "
+        f"{api_label(batch) if from_api else ''}({sent / took:.0f} published) "
         f"for {seconds:g} s to {opened} sockets: {events}/{expected} messages, "
         f"{sum(r.closed for r in received)} sockets closed; latency {figures}; "
         f"{events / max(last - first, 1e-9):.0f} frames/s; gateway CPU {cpu_split(gateways_cpu)}, "
@@ -786,6 +841,12 @@ async def fan_out(
         f"{load()}",
         flush=True,
     )
+
+
+def api_label(batch: int) -> str:
+    if batch == 1:
+        return "of tasks created through the API "
+    return f"of tasks created through the API in bulk, {batch} a request "
 
 
 def counts(text: str) -> list[int]:
@@ -831,7 +892,18 @@ async def main() -> None:
         help="events from tasks created through the API (POST /api/tasks at the rate), not "
         "published to RabbitMQ: the latency from the request through the commit and the relay",
     )
+    parser.add_argument(
+        "--from-api-batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="tasks created through the API N a request (POST /api/tasks/bulk, at most 1000; "
+        "implies --from-api), RATE/N requests a second; 1 (the default): one POST /api/tasks a "
+        "task",
+    )
     args = parser.parse_args()
+    if not 1 <= args.from_api_batch <= 1000:
+        parser.error("--from-api-batch must be 1 to 1000 (the bulk create's limit)")
     runs = [tuple(map(int, run.split(":"))) for run in args.fan_out or ["100:100"]]
     raise_file_limit(max(args.idle, *(sockets for _, sockets in runs)))
     sources = [("after", None)]
@@ -878,7 +950,8 @@ async def main() -> None:
                                 args.seconds,
                                 args.warm_up,
                                 client_processes,
-                                args.from_api,
+                                args.from_api or args.from_api_batch > 1,
+                                args.from_api_batch,
                             )
                         finally:
                             gateway.stop(stack)
