@@ -76,6 +76,17 @@ turn, two pairs, embedded, gateway/direct req/s and direct/gateway CPU per reque
 0.81x); /me 0.79x, 0.82x (0.79x, 0.79x) -> 0.90x, 0.87x (0.84x, 0.83x); POST about 1x in all.
 Composed / plain task read p50 1.34x, 1.35x -> 1.52x, 1.24x.
 
+After decision 0096 (the owner of a path remembered), 2026-11-30, a machine about twice as slow
+(the ceiling 550-750 req/s), load 1.5-3.7, 7f9bb7f (before) and after in turn, three pairs
+embedded, one distributed, gateway/direct req/s (direct/gateway CPU): embedded list 0.96x,
+0.93x, 0.80x (0.97x, 0.85x, 0.80x) -> 0.88x, 0.66x, 0.97x (0.87x, 0.89x, 0.96x); filtered 0.80x,
+0.82x, 0.81x (0.82x, 0.88x, 0.81x) -> 0.92x, 0.80x, 0.97x (0.92x, 0.81x, 0.95x); /me 0.87x,
+0.77x, 0.87x (0.87x, 0.73x, 0.86x) -> 0.73x, 0.69x, 0.87x (0.73x, 0.82x, 0.87x); POST 0.89x-0.91x
+-> 0.91x-1.01x; composed / plain p50 1.55x, 1.37x, 1.37x -> 1.44x, 1.48x, 1.62x. Distributed
+list 0.96x -> 0.97x, filtered 0.98x -> 0.91x, /me 0.98x -> 0.87x, POST 1.22x -> 0.93x, composed /
+plain 1.20x -> 1.23x. The changes sit inside the spread; raw ASGI puts them at about a fifth of
+the gateway's extra CPU (decision 0096).
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.

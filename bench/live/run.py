@@ -255,6 +255,10 @@ p50 30-54 ms), as with the straight publish in the same sitting (publish -> numb
 anyone else's work, and any of it queues every stage. The aim from the commit at 500 events/s
 needs the writers and the relay on cores other than the gateway's (and the 1,000 clients off
 them); this machine cannot show it.
+Then alone on the machine (load 1.7-3.3), two pairs in turn: the straight publish p99 0.90
+and 3.1 s, bulks of 50 p99 3.0 and 3.8 s (publish -> numbered p50 0.3-2.8 s). That machine was
+two to three times slower than the one of the 45-47 ms above (decision 0096 has the figures),
+so the aim at 500 events/s was not judged that day.
 """
 
 import argparse
