@@ -125,7 +125,7 @@ def owner(request: Request) -> Owner:
     found = request.app.state.find_owner(request.scope["path"])
     if found is None:
         raise NotFound("Not Found")
-    if request.state.principal is None and not is_public(request.scope["method"], found[1]):
+    if request.state.principal is None and not is_public(request.scope["method"], found.path):
         raise NotAuthenticated()
     return found
 

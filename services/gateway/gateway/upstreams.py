@@ -56,7 +56,10 @@ REMEMBERED_PATHS = 4096
 # A control character, or a `.` or `..` segment.
 _UNROUTABLE = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.\.?(?:/|$)")
 
-Owner = tuple[Upstream, str]
+
+class Owner(NamedTuple):
+    upstream: Upstream
+    path: str  # as routed
 
 
 def owner_lookup(table: list[Upstream]) -> Callable[[str], Owner | None]:
@@ -68,7 +71,7 @@ def owner_lookup(table: list[Upstream]) -> Callable[[str], Owner | None]:
     def lookup(path: str) -> Owner | None:
         routed = public_path(path)
         upstream = find_upstream(table, routed) if routed else None
-        return None if upstream is None else (upstream, routed)
+        return None if upstream is None else Owner(upstream, routed)
 
     return lookup
 
