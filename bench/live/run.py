@@ -259,6 +259,18 @@ Then alone on the machine (load 1.7-3.3), two pairs in turn: the straight publis
 and 3.1 s, bulks of 50 p99 3.0 and 3.8 s (publish -> numbered p50 0.3-2.8 s). That machine was
 two to three times slower than the one of the 45-47 ms above (decision 0096 has the figures),
 so the aim at 500 events/s was not judged that day.
+
+For tasks created through the API the stages are three: from the start of the transaction to
+the relay batch that took the event (its outbox row's `sent_at`, read after the run), from
+there to numbered, and to the read. 2026-11-30, a quiet machine at its usual speed (load
+1.2-2.8), 1,000 sockets, `WS_FLUSH_MS` 10 and 20 in turn (decision 0097 has every run), p50/p99:
+    500/s published         10 ms  14.7/29.8 ms, 14.7/29.2 ms      20 ms  22.0/43.1, 22.0/42.7 ms
+    100/s published         10 ms  14.4/27.7 ms, 13.5/28.3 ms      20 ms  21.3/40.7 ms
+    100/s, one POST each    10 ms  19.5/40.2 ms                     20 ms  21.6/50.0 ms
+      transaction -> relay 3.1/11.6 ms, relay -> numbered 2.1/17.8 ms (10 ms)
+    500/s, bulks of 50      10 ms  42.3/60.0 ms, 41.6/59.5 ms      20 ms  55.4/77.2 ms
+      transaction -> relay 5.9/10.6 ms, relay -> numbered 19.5/50.9 ms (10 ms): the relay
+      publishes the 50 rows of a burst one message after another, about 100 us of CPU each
 """
 
 import argparse
@@ -279,6 +291,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import httpx
 import psutil
 from redis.asyncio import Redis
@@ -742,11 +755,15 @@ def seconds_p99(reads: list[tuple[float, float]]) -> str:
     return f"p99 by second: median {percentile(each, 0.5):.1f} ms, highest {each[-1]:.1f} ms"
 
 
-async def stages(reads: list[tuple[float, float]]) -> str:
+async def stages(reads: list[tuple[float, float]], stack: Stack | None = None) -> str:
     """The latency in two: from publishing to the append that numbered the event in the live
     log (Redis's clock, which stamps each entry, to the ms; the same host's), and from there to
     the client's read (the reply reaching the gateway, the flush window, the writes, the read).
-    With several replicas, the append that numbered it is the first of theirs."""
+    With several replicas, the append that numbered it is the first of theirs.
+
+    For tasks created through the API (`stack` given), the first part in two again, cut where
+    the tasks service's relay took the event: its outbox row's `sent_at`, the start of the
+    relay's transaction that published it (read before the relay prunes sent rows)."""
     redis = Redis(host=REDIS_HOST, db=REDIS_DB)
     try:
         log = RedisLog(redis, log_namespace(RABBITMQ_URL, ""), 0, 0).keys[2]
@@ -761,7 +778,39 @@ async def stages(reads: list[tuple[float, float]]) -> str:
     if not pairs:
         return "stages unknown (the log no longer holds these events)"
     to_log, to_read = zip(*pairs, strict=True)
-    return f"publish -> numbered {p50_p99(list(to_log))}, numbered -> read {p50_p99(list(to_read))}"
+    split = f"numbered -> read {p50_p99(list(to_read))}"
+    if stack is None:
+        return f"publish -> numbered {p50_p99(list(to_log))}, {split}"
+    taken = await relay_pickups(stack)
+    picked = [
+        (taken[us] - p, numbered[p] - taken[us])
+        for p, _ in reads
+        if p in numbered and (us := round(p * 1e6)) in taken
+    ]
+    if not picked:
+        return f"transaction -> numbered {p50_p99(list(to_log))} (relay unknown), {split}"
+    to_relay, relay_to_log = zip(*picked, strict=True)
+    return (
+        f"transaction -> relay {p50_p99(list(to_relay))}, "
+        f"relay -> numbered {p50_p99(list(relay_to_log))}, {split}"
+    )
+
+
+async def relay_pickups(stack: Stack) -> dict[int, float]:
+    """When the tasks service's relay took each task_created event, by its task's `created_at`
+    in whole µs (the latest of the rows of one transaction, which share that time)."""
+    connection = await asyncpg.connect(**stack.database_address())
+    try:
+        rows = await connection.fetch(
+            "SELECT extract(epoch FROM created_at)::float8 AS created,"
+            " extract(epoch FROM max(sent_at))::float8 AS sent"
+            " FROM tasks.outbox WHERE routing_key = $1 AND sent_at IS NOT NULL"
+            " GROUP BY created_at",
+            TASK_CREATED,
+        )
+    finally:
+        await connection.close()
+    return {round(row["created"] * 1e6): row["sent"] for row in rows}
 
 
 async def fan_out(
@@ -826,7 +875,7 @@ async def fan_out(
     reads = [read for r in received for read in r.reads]
     lat = [read - published for published, read in reads]
     figures = (
-        f"{p50_p99(lat)} ({seconds_p99(reads)}); {await stages(reads)}"
+        f"{p50_p99(lat)} ({seconds_p99(reads)}); {await stages(reads, stack if from_api else None)}"
         if lat
         else "nothing delivered"
     )

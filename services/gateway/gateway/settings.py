@@ -26,7 +26,7 @@ class GatewaySettings(UploadSettings):
     WS_SEND_QUEUE: int = 256
     # Event messages go to a socket at most once per this many ms, those of the meantime in
     # one write (0: as soon as numbered); the first after a quiet spell goes at once.
-    WS_FLUSH_MS: int = 20
+    WS_FLUSH_MS: int = 10
     # How long before its token expires a socket is told so (token_expiring).
     WS_EXPIRY_NOTICE_SECONDS: int = 60
     # The live log to resume from (every user's messages, each stored once): at most this many
