@@ -6,7 +6,6 @@ import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from limits import RateLimitItem, parse
@@ -17,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.clients import ip_key, rate_limit_key
 from gateway.compose import TASK_VIEW, compose_task, part_caches
 from gateway.consumers import BATCH_EVENT_HANDLERS
+from gateway.cors import Cors, cors_options
 from gateway.live import LiveUpdates, keep_log
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import forward
@@ -40,13 +40,14 @@ async def verified_principal(request: Request) -> Principal | None:
 
 
 async def _principal(request: Request, ask_deny_list: bool) -> Principal | None:
-    request.state.principal = None
+    principal = None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         verifier: TokenVerifier = request.app.state.token_verifier
         with contextlib.suppress(NotAuthenticated):
-            request.state.principal = await verifier.verify(token, ask_deny_list=ask_deny_list)
-    return request.state.principal
+            principal = await verifier.verify(token, ask_deny_list=ask_deny_list)
+    request.state.principal = principal
+    return principal
 
 
 class PassThroughRoute(Route):
@@ -248,7 +249,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.merged_openapi = MergedOpenAPI(settings.APP_NAME, settings.APP_VERSION, table)
     install_pass_through(app, settings)
 
-    app.add_middleware(CORSMiddleware, **cors_options(settings))
+    app.add_middleware(Cors, **cors_options(settings))
     # Last added, so outermost: the live hub writes frames to uvicorn's connection directly.
     app.add_middleware(ServerSend)
     return app
@@ -258,15 +259,3 @@ def use_upstreams(app: FastAPI, table: list[Upstream]) -> None:
     """The routing table, with its lookup (which remembers its answers)."""
     app.state.upstreams = table
     app.state.find_owner = owner_lookup(table)
-
-
-def cors_options(settings: GatewaySettings) -> dict[str, Any]:
-    return {
-        "allow_origins": settings.cors_origins,
-        # Tokens travel in headers, not cookies; credentials with a wildcard would let any
-        # site read responses.
-        "allow_credentials": "*" not in settings.cors_origins,
-        "allow_methods": ["*"],
-        "allow_headers": ["*"],
-        "expose_headers": ["X-Request-ID", "Retry-After", "X-Total-Count", "X-Missing-Parts"],
-    }

@@ -11,8 +11,12 @@ import ipaddress
 from starlette.requests import HTTPConnection
 
 
+def _peer(request: HTTPConnection) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def client_ip(request: HTTPConnection) -> str:
-    peer = request.client.host if request.client else "unknown"
+    peer = _peer(request)
     trusted = request.app.state.trusted_networks
     if not trusted or not _in(peer, trusted):
         return peer
@@ -26,9 +30,8 @@ def client_ip(request: HTTPConnection) -> str:
 
 def client_scheme(request: HTTPConnection) -> str:
     """http or https as the client used it: a trusted proxy's X-Forwarded-Proto, else ours."""
-    peer = request.client.host if request.client else "unknown"
     forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
-    if forwarded in ("http", "https") and _in(peer, request.app.state.trusted_networks):
+    if forwarded in ("http", "https") and _in(_peer(request), request.app.state.trusted_networks):
         return forwarded
     return request.scope["scheme"]
 

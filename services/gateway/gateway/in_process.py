@@ -11,12 +11,12 @@ would without this.
 """
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.app import PassThroughRoute, cors_options, is_composed, owner
+from gateway.app import PassThroughRoute, is_composed, owner
 from gateway.compose import compose_task
+from gateway.cors import Cors, cors_options
 from gateway.proxy import DROPPED_IN_PROCESS, forwarded_headers
 from gateway.upstream_client import InProcessUpstream
 from taskhub_common.errors import AppError
@@ -34,7 +34,7 @@ class InProcessPassThrough:
         settings = gateway.state.settings
 
         def outer(app: ASGIApp) -> ASGIApp:
-            return CORSMiddleware(
+            return Cors(
                 MetricsMiddleware(app, metrics=gateway.state.metrics), **cors_options(settings)
             )
 

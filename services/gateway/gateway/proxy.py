@@ -69,15 +69,17 @@ def request_headers(request: Request, with_body: bool = True) -> Headers:
 
 def forwarded_headers(request: Request, dropped: set[bytes]) -> Headers:
     """The client's headers less `dropped` and any `X-User-*`, and where the request came from."""
-    headers = [
-        (name, value)
-        for name, value in request.scope["headers"]
-        if name not in dropped and not name.startswith(b"x-user-")
-    ]
+    headers = []
+    host = None
+    for name, value in request.scope["headers"]:
+        if name == b"host" and host is None:
+            host = value
+        if name not in dropped and not name.startswith(b"x-user-"):
+            headers.append((name, value))
     headers += [
         (b"x-forwarded-for", client_ip(request).encode("latin-1")),
         (b"x-forwarded-proto", client_scheme(request).encode("latin-1")),
-        (b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")),
+        (b"x-forwarded-host", host or b""),
     ]
     return headers
 

@@ -38,6 +38,13 @@ READ_HIGH_WATER = 256 * 1024
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 
+@functools.lru_cache(maxsize=4096)
+def raw_path(path: str) -> bytes:
+    """The path as it goes on the wire, percent-encoded; remembered, as a session asks for the
+    same few paths again and again."""
+    return quote(path, safe=PATH_SAFE).encode("latin-1")
+
+
 class UpstreamError(Exception):
     """The service could not be reached, or broke off its answer."""
 
@@ -280,7 +287,7 @@ class HttpUpstream:
         self, method: str, path: str, query: bytes, headers: Headers, body: Body
     ) -> tuple[bytes, bool]:
         """The request line and headers, and whether the body goes chunked."""
-        target = quote(path, safe=PATH_SAFE).encode("latin-1")
+        target = raw_path(path)
         if query:
             target += b"?" + query
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header, b"\r\n"]
@@ -381,7 +388,7 @@ class InProcessUpstream:
             "method": method,
             "scheme": "http",
             "path": path,
-            "raw_path": quote(path, safe=PATH_SAFE).encode("latin-1"),
+            "raw_path": raw_path(path),
             "query_string": query,
             "root_path": "",
             # The names as the gateway's server handed them over, lower-case (request_headers).

@@ -25,7 +25,8 @@ def echo_app() -> FastAPI:
                 "query": request.url.query,
                 "headers": dict(request.headers),
                 "body_size": size,
-            }
+            },
+            headers={"Vary": "Accept-Language"},
         )
 
     @app.get("/api/big/{size}")

@@ -312,6 +312,24 @@ async def test_cors_follows_cors_origins(make_gateway, client_for) -> None:
     assert "access-control-allow-origin" not in refused.headers
 
 
+async def test_an_answer_without_origin_varies_on_it_beside_the_service_s_own_vary(
+    make_gateway, client_for, extra_upstreams
+) -> None:
+    """No CORS headers for a call without Origin, but `Vary: Origin`, so that a cache keeps it
+    apart from the answers to cross-origin calls (the gateway's short way for such calls)."""
+    origin = "https://app.example.com"
+    async with make_gateway(extra_upstreams, CORS_ORIGINS=origin) as app, client_for(app) as client:
+        token = await token_for(client)
+        plain = await client.get("/api/echo/x", headers=bearer(token))
+        cross = await client.get("/api/echo/x", headers={**bearer(token), "Origin": origin})
+    assert plain.status_code == cross.status_code == 200
+    for response in (plain, cross):
+        varies = [name.strip() for name in ",".join(response.headers.get_list("vary")).split(",")]
+        assert varies == ["Accept-Language", "Origin"]
+    assert "access-control-allow-origin" not in plain.headers
+    assert cross.headers["access-control-allow-origin"] == origin
+
+
 async def test_cors_wildcard_never_allows_credentials(make_gateway, client_for) -> None:
     async with make_gateway(CORS_ORIGINS="*") as app, client_for(app) as client:
         response = await client.options(
