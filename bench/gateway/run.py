@@ -12,7 +12,8 @@ cache, its comments and files from the gateway's part caches (decision 0044).
 Prints req/s (median of the rounds), p50 and p99 (all rounds), the stack's CPU time per request
 (median of the rounds; every service process, not PostgreSQL or Redis), and gateway/direct req/s
 and direct/gateway CPU per request: the second is not bent by the client sharing the cores.
-Asserts nothing. Aims: gateway >= 0.85x direct on every endpoint; the composed task view
+Asserts nothing. Aims: the gateway under 15% of the direct call on every endpoint (direct/gateway
+>= 0.87x); the composed task view
 within 1.5x of a plain task read; the cached list page ~1,000 req/s through the gateway.
 
 Figures, 2026-11-29, a quiet machine (load 2-3), gateway/direct req/s: distributed list 0.58x
@@ -86,6 +87,16 @@ embedded, one distributed, gateway/direct req/s (direct/gateway CPU): embedded l
 list 0.96x -> 0.97x, filtered 0.98x -> 0.91x, /me 0.98x -> 0.87x, POST 1.22x -> 0.93x, composed /
 plain 1.20x -> 1.23x. The changes sit inside the spread; raw ASGI puts them at about a fifth of
 the gateway's extra CPU (decision 0096).
+
+After decision 0098 (a short way through CORS, the rate-limit key and the wire path
+remembered), 2026-11-30, a machine at its usual speed, load 0.8-3.5, ecc310e (before) and after
+in turn, two pairs a mode, direct/gateway CPU per request: embedded list 0.85, 0.84 -> 0.92,
+0.86; filtered 0.85, 0.86 -> 0.90, 0.86; /me 0.83, 0.82 -> 0.84, 0.88; POST 0.96, 0.87 -> 0.99,
+0.95; composed / plain p50 1.36, 1.30 -> 1.30, 1.28. Distributed gateway/direct req/s: list
+0.93, 0.94 -> 0.95, 1.01; filtered 1.04, 0.97 -> 1.00, 0.97; /me 0.95, 0.95 -> 0.94, 0.96; POST
+0.86, 0.89 -> 0.82, 0.81; composed / plain p50 1.15-1.16 throughout. The cached list page
+through the gateway 2,330-2,491 req/s embedded, 2,069-2,231 distributed; the ceiling, which
+has PostgreSQL build the page on every request (a cached page skips that), 1,675-1,864.
 
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
