@@ -98,6 +98,9 @@ in turn, two pairs a mode, direct/gateway CPU per request: embedded list 0.85, 0
 through the gateway 2,330-2,491 req/s embedded, 2,069-2,231 distributed; the ceiling, which
 has PostgreSQL build the page on every request (a cached page skips that), 1,675-1,864.
 
+The gateway's own part alone, as raw ASGI calls in the embedded process (no HTTP, no
+client): `python -m bench.gateway.in_process`.
+
 The load comes from a minimal HTTP/1.1 client on asyncio streams (keep-alive connections,
 requests built once): httpx costs more CPU per request than the servers under test, and on a
 small machine the client's cost would be what gets measured.
