@@ -21,6 +21,7 @@ ACCELERATORS = {
     "sniffio": "httpcore and anyio: which async library runs, asked per request",
     "uvloop": "uvicorn's event loop (asyncio's own otherwise)",
     "httptools": "uvicorn's HTTP parser (h11, pure Python, otherwise)",
+    "hiredis": "redis-py's reply parser (pure Python otherwise)",
 }
 
 
