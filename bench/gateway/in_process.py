@@ -20,8 +20,9 @@ Asserts nothing.
 Figures, 2026-11-30, a quiet machine at its usual speed (load about 1), 3,000 calls a round,
 six rounds: before decision 0098 the list page 333 against 287 us (extra 46 us, 0.86x), `/me`
 246 against 201 us (45 us, 0.82x); after, 319-322 against 286 us (33-36 us, 0.89-0.90x) and
-229-233 against 198-200 us (32-33 us, 0.86x). The composed task view, from warm caches: 361
-against a plain read's 239 us (1.51x).
+229-233 against 198-200 us (32-33 us, 0.86x). The composed task view (a task with one
+comment, from warm caches): 341 against a plain read's 223 us (1.53x). The data is
+bench/gateway's: one user, 2,000 tasks, a comment on one.
 """
 
 import argparse
@@ -37,19 +38,17 @@ import httpx
 import uvloop
 from starlette.types import ASGIApp, Message, Scope
 
-from bench.tasks.run import task_batch
+from bench.gateway.run import seed
 from gateway.embedded import create_embedded_app
 from gateway.settings import GatewaySettings
 from taskhub_common import embedded_postgres
 from taskhub_common.http import local_app
-from taskhub_common.testing import new_user
 
-TASKS = 1000
 ROUNDS = 6
 
 
 def request_scope(path: str, token: str) -> Scope:
-    """A GET as uvicorn hands it over: the client's few headers, its own `state`."""
+    """A GET as uvicorn hands it over, with the client's few headers (`call` adds the state)."""
     path, _, query = path.partition("?")
     return {
         "type": "http",
@@ -69,7 +68,6 @@ def request_scope(path: str, token: str) -> Scope:
         ],
         "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 40000),
-        "state": {},
     }
 
 
@@ -104,26 +102,14 @@ async def cpu_per_call(app: ASGIApp, scope: Scope, calls: int, profile: Path | N
     return spent / calls * 1e6
 
 
-async def seed(app: ASGIApp) -> tuple[str, str]:
-    """One user with TASKS tasks: (token, one task's id)."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as api:
-        account = (await api.post("/api/auth/register", json=new_user())).json()
-        headers = {"Authorization": f"Bearer {account['access_token']}"}
-        response = await api.post(
-            "/api/tasks/bulk", headers=headers, json={"tasks": task_batch(0, TASKS)}
-        )
-        response.raise_for_status()
-        page = (await api.get("/api/tasks", headers=headers, params={"page_size": 1})).json()
-        return account["access_token"], page["tasks"][0]["id"]
-
-
 async def measure(args: argparse.Namespace) -> None:
     settings = GatewaySettings()
     app = create_embedded_app()
     gateway = app.gateway
     async with gateway.router.lifespan_context(gateway):
-        token, task_id = await seed(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as api:
+            token, _, task_id = await seed(api)
         for path in args.path:
             path = path.replace("{id}", task_id)
             owner = settings.IDENTITY_URL if path.startswith("/api/auth/") else settings.TASKS_URL

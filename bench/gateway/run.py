@@ -256,23 +256,23 @@ async def load(
             connection.close()
 
 
-async def seed(base_url: str) -> tuple[str, str, str]:
-    """One user with TASKS tasks and a comment on one: (token, user id, that task's id)."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as api:
-        account = (await api.post("/api/auth/register", json=new_user())).json()
-        headers = {"Authorization": f"Bearer {account['access_token']}"}
-        for start in range(0, TASKS, 1000):
-            response = await api.post(
-                "/api/tasks/bulk", headers=headers, json={"tasks": task_batch(start, 1000)}
-            )
-            response.raise_for_status()
-        me = (await api.get("/api/auth/me", headers=headers)).json()
-        task = (await api.get("/api/tasks", headers=headers, params={"page_size": 1})).json()
-        task_id = task["tasks"][0]["id"]
-        comment = {"content": "a *comment*"}
-        response = await api.post(f"/api/tasks/{task_id}/comments", headers=headers, json=comment)
+async def seed(api: httpx.AsyncClient) -> tuple[str, str, str]:
+    """One user with TASKS tasks and a comment on one, made through `api` (the gateway):
+    (token, user id, that task's id)."""
+    account = (await api.post("/api/auth/register", json=new_user())).json()
+    headers = {"Authorization": f"Bearer {account['access_token']}"}
+    for start in range(0, TASKS, 1000):
+        response = await api.post(
+            "/api/tasks/bulk", headers=headers, json={"tasks": task_batch(start, 1000)}
+        )
         response.raise_for_status()
-        return account["access_token"], me["id"], task_id
+    me = (await api.get("/api/auth/me", headers=headers)).json()
+    task = (await api.get("/api/tasks", headers=headers, params={"page_size": 1})).json()
+    task_id = task["tasks"][0]["id"]
+    comment = {"content": "a *comment*"}
+    response = await api.post(f"/api/tasks/{task_id}/comments", headers=headers, json=comment)
+    response.raise_for_status()
+    return account["access_token"], me["id"], task_id
 
 
 def endpoints(
@@ -302,7 +302,8 @@ def endpoints(
 async def measure_mode(
     mode: str, stack: Stack, urls: dict[str, str], args: argparse.Namespace
 ) -> None:
-    token, user_id, task_id = await seed(stack.base_url)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as api:
+        token, user_id, task_id = await seed(api)
     ceiling_port = free_port()
     ceiling = Process(
         "ceiling",
