@@ -1,7 +1,6 @@
 """The API gateway: the only public entry of TaskHub."""
 
 import asyncio
-import contextlib
 import ipaddress
 from typing import Any
 
@@ -41,13 +40,24 @@ async def verified_principal(request: Request) -> Principal | None:
 
 async def _principal(request: Request, ask_deny_list: bool) -> Principal | None:
     principal = None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
+    if token := bearer_token(request.scope["headers"]):
         verifier: TokenVerifier = request.app.state.token_verifier
-        with contextlib.suppress(NotAuthenticated):
+        try:
             principal = await verifier.verify(token, ask_deny_list=ask_deny_list)
+        except NotAuthenticated:
+            principal = None  # a bad token: refused, if at all, as an anonymous caller
     request.state.principal = principal
     return principal
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of the first Authorization header, if it is a bearer one. Read from the raw
+    headers: every request passes here, and a header object would be built for this alone."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token if scheme.lower() == "bearer" else None
+    return None
 
 
 class PassThroughRoute(Route):

@@ -6,7 +6,9 @@ uvicorn runs with its own proxy-header handling off (it would trust 127.0.0.1 an
 peer before this code sees it): the peer here is the real one.
 """
 
+import functools
 import ipaddress
+import uuid
 
 from starlette.requests import HTTPConnection
 
@@ -30,8 +32,11 @@ def client_ip(request: HTTPConnection) -> str:
 
 def client_scheme(request: HTTPConnection) -> str:
     """http or https as the client used it: a trusted proxy's X-Forwarded-Proto, else ours."""
+    trusted = request.app.state.trusted_networks
+    if not trusted:
+        return request.scope["scheme"]
     forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
-    if forwarded in ("http", "https") and _in(_peer(request), request.app.state.trusted_networks):
+    if forwarded in ("http", "https") and _in(_peer(request), trusted):
         return forwarded
     return request.scope["scheme"]
 
@@ -39,8 +44,14 @@ def client_scheme(request: HTTPConnection) -> str:
 def rate_limit_key(request: HTTPConnection) -> str:
     principal = getattr(request.state, "principal", None)
     if principal is not None:
-        return f"user:{principal.user_id}"
+        return user_key(principal.user_id)
     return f"ip:{client_ip(request)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def user_key(user_id: uuid.UUID) -> str:
+    """A user's rate-limit key, remembered: a UUID is written out anew on every str()."""
+    return f"user:{user_id}"
 
 
 def ip_key(request: HTTPConnection) -> str:

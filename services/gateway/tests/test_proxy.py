@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from fastapi import APIRouter, FastAPI
 
-from gateway.app import install_pass_through
+from gateway.app import bearer_token, install_pass_through
 from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream
 from taskhub_common.testing import bearer, new_user
@@ -49,6 +49,23 @@ async def test_anonymous_call_is_refused_before_reaching_the_service(
             assert response.status_code == 401
             assert response.json()["code"] == "not_authenticated"
         assert echo.state.hits == hits
+
+
+@pytest.mark.parametrize(
+    ("headers", "token"),
+    [
+        ([], None),
+        ([(b"authorization", b"Bearer abc.def")], "abc.def"),
+        ([(b"authorization", b"bearer abc.def")], "abc.def"),  # the scheme is case-blind
+        ([(b"authorization", b"Basic dXNlcjpwdw==")], None),
+        ([(b"authorization", b"Bearer")], ""),
+        # The first Authorization header counts, as Starlette's headers read it.
+        ([(b"authorization", b"Basic x"), (b"authorization", b"Bearer abc")], None),
+        ([(b"x-authorization", b"Bearer abc")], None),
+    ],
+)
+def test_the_bearer_token_is_read_from_the_first_authorization_header(headers, token) -> None:
+    assert bearer_token(headers) == token
 
 
 async def test_a_revoked_token_is_refused_by_the_service_it_reaches(

@@ -7,7 +7,7 @@ import pytest
 from limits import parse
 from redis.asyncio import Redis
 
-from gateway.clients import client_ip
+from gateway.clients import client_ip, client_scheme
 from gateway.rate_limits import MAX_BLOCK, RateLimited, RateLimiter
 from taskhub_common.testing import REDIS_HOST, bearer, new_user
 
@@ -168,14 +168,20 @@ async def test_replicas_taking_blocks_never_let_more_through_than_the_limit() ->
 
 
 class FakeRequest:
-    """Only what client_ip reads: the peer, the header and the trusted networks."""
+    """Only what client_ip and client_scheme read: the peer, the scheme, the forwarded headers
+    and the trusted networks."""
 
-    def __init__(self, peer: str, forwarded: str | None, trusted: list[str]) -> None:
+    def __init__(
+        self, peer: str, forwarded: str | None, trusted: list[str], proto: str | None = None
+    ) -> None:
         import ipaddress
         from types import SimpleNamespace
 
         self.client = SimpleNamespace(host=peer)
+        self.scope = {"scheme": "http"}
         self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        if proto is not None:
+            self.headers["x-forwarded-proto"] = proto
         networks = [ipaddress.ip_network(network) for network in trusted]
         self.app = SimpleNamespace(state=SimpleNamespace(trusted_networks=networks))
 
@@ -194,3 +200,20 @@ def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
     peer, forwarded, trusted, expected
 ) -> None:
     assert client_ip(FakeRequest(peer, forwarded, trusted)) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "proto", "trusted", "expected"),
+    [
+        ("198.51.100.7", "https", [], "http"),  # no trusted proxy: header ignored
+        ("198.51.100.7", "https", ["10.0.0.0/8"], "http"),  # peer not trusted
+        ("10.0.0.5", "https", ["10.0.0.0/8"], "https"),
+        ("10.0.0.5", " HTTPS ", ["10.0.0.0/8"], "https"),
+        ("10.0.0.5", "gopher", ["10.0.0.0/8"], "http"),  # not a scheme the gateway serves
+        ("10.0.0.5", None, ["10.0.0.0/8"], "http"),
+    ],
+)
+def test_client_scheme_believes_forwarded_proto_only_from_trusted_proxies(
+    peer, proto, trusted, expected
+) -> None:
+    assert client_scheme(FakeRequest(peer, None, trusted, proto)) == expected
