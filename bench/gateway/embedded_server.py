@@ -35,7 +35,8 @@ async def serve() -> None:
         settings.TASKS_URL: "TASKS_DIRECT_PORT",
         settings.IDENTITY_URL: "IDENTITY_DIRECT_PORT",
     }
-    quiet = {"log_config": None, "access_log": False}
+    # As `make run` serves (gateway.embedded): X-Forwarded-* are the gateway's to judge.
+    quiet = {"log_config": None, "access_log": False, "proxy_headers": False}
     servers = [SharedLoopServer(uvicorn.Config(gateway, port=int(os.environ["PORT"]), **quiet))]
     # The embedded app's lifespan starts every service; these servers only add a door to two.
     servers += [
