@@ -10,7 +10,9 @@ cache, its comments and files from the gateway's part caches (decision 0044).
 
     make bench-gateway          # or: python -m bench.gateway.run --seconds 2 --rounds 3
 A round of every request, not counted, warms the stack first; then in each round the two sides
-of an endpoint go one after the other, each first in turn. Prints req/s (median of the rounds),
+of an endpoint go one after the other, each first in turn, and after a side's POSTs the bench
+waits for the stack to go quiet (their events worked through) before the next side, counting
+that work in the POSTs' CPU. Prints req/s (median of the rounds),
 p50 and p99 (all rounds), the stack's CPU time per request (median of the rounds; every service
 process, not PostgreSQL or Redis), the whole machine's CPU time per request less the bench's own
 ("all": PostgreSQL, RabbitMQ and Redis too), and gateway/direct req/s and direct/gateway CPU
@@ -116,14 +118,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
-from bench.stacks import cpu_seconds, service_processes
+from bench.stacks import cpu_seconds, service_processes, wait_for_quiet
 from bench.tasks.run import percentile, task_batch
 from taskhub_common.testing import new_user, recreate_database
 from tests.e2e.stack import Process, Stack, free_port
@@ -131,6 +135,8 @@ from tests.e2e.stack import Process, Stack, free_port
 TASKS = 2_000
 # Seven processes importing at once on a busy two-core machine can take minutes.
 START_TIMEOUT = 600
+# At most this long for the stack to go quiet after a round of writes.
+SETTLE = 60.0
 BENCH_ENV = {"RATE_LIMIT_DEFAULT": "1000000/minute", "LOG_LEVEL": "WARNING"}
 
 
@@ -227,9 +233,10 @@ async def load(
     concurrency: int,
     figures: Figures,
     stack: list[psutil.Process],
+    settle: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """`concurrency` connections sending the request back to back for `seconds`, and the CPU
-    time the `stack` spent meanwhile."""
+    time the `stack` spent meanwhile, and until `settle` returns."""
     request = target.wire()
     connections = [await Connection.open(target.base_url) for _ in range(concurrency)]
     latencies: list[float] = []
@@ -259,6 +266,8 @@ async def load(
         machine_before = machine_cpu_seconds()
         await asyncio.gather(*(client(index) for index in range(concurrency)))
         figures.throughputs.append(len(latencies) / (time.perf_counter() - began))
+        if settle is not None:
+            await settle()
         cpu_spent = sum(map(cpu_seconds, stack)) - cpu_before
         figures.cpu_per_request.append(cpu_spent / len(latencies))
         machine_spent = machine_cpu_seconds() - machine_before
@@ -344,19 +353,27 @@ async def measure_mode(
         ceiling_figures = Figures()
         processes = service_processes(stack)
         ceiling_process = [psutil.Process(ceiling.popen.pid)]
+
+        async def measure(target: Target, figures: Figures, seconds: float) -> None:
+            # A write's events are worked through after its answer (the relay, the consumers,
+            # the live intake): that work is counted in its CPU, and does not spill into the
+            # next side's time.
+            settle = None if target.method == "GET" else partial(wait_for_quiet, stack, SETTLE)
+            await load(target, seconds, args.concurrency, figures, processes, settle)
+
         # A round of every request first, not counted: pools grow, statements are prepared,
         # the consumers take their first events. Without it the first side measured (and the
         # first round's POSTs) paid for the stack's start.
         for through, direct in table.values():
             for target in (through, direct):
-                await load(target, args.seconds / 2, args.concurrency, Figures(), processes)
+                await measure(target, Figures(), args.seconds / 2)
         for round_ in range(args.rounds):
             for name, (through, direct) in table.items():
                 # Each side first in turn: whatever a side leaves behind (the consumers still at
                 # a POST's events) falls on both alike.
                 sides = [(through, results[name][0]), (direct, results[name][1])]
                 for target, figures in sides if round_ % 2 == 0 else sides[::-1]:
-                    await load(target, args.seconds, args.concurrency, figures, processes)
+                    await measure(target, figures, args.seconds)
             await load(
                 ceiling_target, args.seconds, args.concurrency, ceiling_figures, ceiling_process
             )
