@@ -103,6 +103,17 @@ in turn, two pairs a mode, direct/gateway CPU per request: embedded list 0.85, 0
 through the gateway 2,330-2,491 req/s embedded, 2,069-2,231 distributed; the ceiling, which
 has PostgreSQL build the page on every request (a cached page skips that), 1,675-1,864.
 
+After decision 0099 (the token read from the raw headers, the scheme and a user's rate-limit
+key without lookups; and this bench's warm-up round, sides first in turn, a wait for quiet after
+POSTs, and the "all" column), 2026-11-30, load about 1-3, f4f993d's gateway (before) and after
+in turn, the new method for both, two pairs a mode. Embedded, direct/gateway CPU per request:
+list 0.93, 0.89 -> 0.90, 0.91; filtered 0.90, 0.92 -> 0.87, 0.90; /me 0.83, 0.84 -> 0.90,
+0.89; POST 1.06, 1.01 -> 1.04, 0.99; composed / plain p50 1.23, 1.34 -> 1.27, 1.25.
+Distributed, gateway/direct req/s: list 0.96, 1.08 -> 0.96, 0.97; filtered 0.94, 0.97 -> 0.98,
+1.03; /me 0.92, 1.00 -> 0.97, 0.98; POST 0.92, 1.02 -> 0.84, 0.89 (whole-machine CPU 0.90,
+1.00 -> 0.87, 0.83: unsettled, decision 0099); composed / plain p50 1.17, 1.17 -> 1.14, 1.24.
+The cached list page through the gateway 2,168-2,824 req/s.
+
 The gateway's own part alone, as raw ASGI calls in the embedded process (no HTTP, no
 client): `python -m bench.gateway.in_process`.
 
