@@ -19,15 +19,15 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def wait_for_quiet(stack: Stack, patience: float) -> float:
-    """Until every service is idle (under 5% of a core over a second), at most `patience` s:
+async def wait_for_quiet(stack: Stack, patience: float, window: float = 1.0) -> float:
+    """Until every service is idle (under 5% of a core over `window` s), at most `patience` s:
     consumers work through earlier events after the request that made them has returned, and
     timings taken meanwhile would be the machine's contention. Returns the seconds waited."""
     processes = service_processes(stack)
     began = time.perf_counter()
     while time.perf_counter() - began < patience:
         before = [cpu_seconds(p) for p in processes]
-        await asyncio.sleep(1)
-        if all(cpu_seconds(p) - b < 0.05 for p, b in zip(processes, before, strict=True)):
+        await asyncio.sleep(window)
+        if all(cpu_seconds(p) - b < 0.05 * window for p, b in zip(processes, before, strict=True)):
             break
     return time.perf_counter() - began
