@@ -112,7 +112,12 @@ list 0.93, 0.89 -> 0.90, 0.91; filtered 0.90, 0.92 -> 0.87, 0.90; /me 0.83, 0.84
 Distributed, gateway/direct req/s: list 0.96, 1.08 -> 0.96, 0.97; filtered 0.94, 0.97 -> 0.98,
 1.03; /me 0.92, 1.00 -> 0.97, 0.98; POST 0.92, 1.02 -> 0.84, 0.89 (whole-machine CPU 0.90,
 1.00 -> 0.87, 0.83: unsettled, decision 0099); composed / plain p50 1.17, 1.17 -> 1.14, 1.24.
-The cached list page through the gateway 2,168-2,824 req/s.
+The cached list page through the gateway 2,168-2,824 req/s. With quiet judged a quarter second
+at a time and six rounds, distributed POST: before 0.87x (CPU 0.92x), after 0.91x, 0.90x (0.89x,
+0.93x). The final `make bench-gateway`, six rounds: distributed list 0.99x, filtered 0.96x, /me
+0.96x, POST 0.92x (CPU 0.94x), composed / plain p50 1.18x; embedded (CPU) list 0.92x, filtered
+0.90x, /me 0.89x, POST 0.99x, composed / plain p50 1.28x; the cached list page through the
+gateway 2,265 and 2,401 req/s.
 
 The gateway's own part alone, as raw ASGI calls in the embedded process (no HTTP, no
 client): `python -m bench.gateway.in_process`.
