@@ -388,8 +388,9 @@ async def measure_mode(
                 await measure(target, Figures(), args.seconds / 2)
         for round_ in range(args.rounds):
             for name, (through, direct) in table.items():
-                # Each side first in turn: whatever a side leaves behind (the consumers still at
-                # a POST's events) falls on both alike.
+                # Each side first in turn: whatever going first or second does to a side (the
+                # previous endpoint's connections closing, the machine's own timers) falls on
+                # both alike.
                 sides = [(through, results[name][0]), (direct, results[name][1])]
                 for target, figures in sides if round_ % 2 == 0 else sides[::-1]:
                     await measure(target, figures, args.seconds)
