@@ -359,8 +359,12 @@ async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
         ]
         bad = events[BATCH_SIZE + 7]
         calls: list[list[uuid.UUID]] = []
+        # The first call waits for the whole burst to be published, so the rest piles up behind
+        # it as under load, rather than trickling in at the publisher's pace on a busy machine.
+        published = asyncio.Event()
 
         async def many(contexts: list[EventContext]) -> None:
+            await published.wait()
             ids = [ctx.event.id for ctx in contexts]
             if bad.id in ids:
                 raise RuntimeError("poison")
@@ -370,6 +374,7 @@ async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
         consumer = EventConsumer(service, None, {}, batch_handlers={event_type: many})
         await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS, on_outcome=outcomes.append)
         assert await bus.publish_many([(event, {}) for event in events]) == [None] * len(events)
+        published.set()
 
         async def all_seen() -> bool:
             return len(outcomes) == len(events)
@@ -400,8 +405,11 @@ async def test_a_durable_queue_acknowledges_a_batch_handled_at_once(
     events = [EventEnvelope(type=event_type, producer="backbone") for _ in range(3 * BATCH_SIZE)]
 
     sizes: list[int] = []
+    # As above: the burst piles up behind the first batch whatever the machine's pace.
+    published = asyncio.Event()
 
     async def many(contexts: list[EventContext]) -> None:
+        await published.wait()
         sizes.append(len(contexts))
         await contexts[0].session.execute(
             insert(handled_table),
@@ -416,6 +424,7 @@ async def test_a_durable_queue_acknowledges_a_batch_handled_at_once(
         consumer = EventConsumer(service, database, {}, batch_handlers={event_type: many})
         await consumer.subscribe(bus, MAX_ATTEMPTS, RETRY_DELAYS_MS)
         assert await bus.publish_many([(event, {}) for event in events]) == [None] * len(events)
+        published.set()
         ids = [event.id for event in events]
 
         async def all_handled() -> bool:
