@@ -42,9 +42,10 @@ Handler = Callable[[EventEnvelope], Awaitable[None]]
 BatchHandler = Callable[[list[EventEnvelope]], Awaitable[None]]
 # At most this many deliveries in one batch.
 BATCH_SIZE = 100
-# How long a batch that is not full waits for more deliveries: a few ms of latency when idle,
-# against a transaction per event in a burst.
-BATCH_LINGER_SECONDS = 0.002
+# How long a batch that is not full waits for more deliveries: up to 20 ms of latency when
+# idle, against a transaction per event whenever events come a few ms apart (a steady stream
+# of requests, not only a burst; decision 0100).
+BATCH_LINGER_SECONDS = 0.02
 # An exclusive queue's handled deliveries are acknowledged together once this many are, or
 # when none has come for this long: within the prefetch (2 * BATCH_SIZE), and well within the
 # broker's consumer timeout.

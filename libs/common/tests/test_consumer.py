@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from taskhub_common.bus import BATCH_SIZE, EventBus, RabbitMQBus, retry_queue_name
+from taskhub_common.bus import BATCH_SIZE, EventBus, RabbitMQBus, retry_queue_name, take_batch
 from taskhub_common.consumer import EventConsumer, EventContext
 from taskhub_common.db import Database
 from taskhub_common.dlq import (
@@ -344,6 +344,24 @@ async def test_a_batch_handler_takes_runs_of_its_events_and_drops_duplicates(
     calls.clear()
     await consumer.process_batch([*events, events[1], EventEnvelope(type="x", producer="p")])
     assert calls == [["a", "c"], ["b"], ["c", "a"]]
+
+
+async def test_a_batch_waits_the_linger_for_company_and_no_longer() -> None:
+    """What follows the first delivery within the linger joins its batch; what comes later
+    starts the next one; a full batch goes at once, whatever the linger."""
+    items: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    items.put_nowait(0)
+    loop.call_later(0.01, items.put_nowait, 1)
+    loop.call_later(0.6, items.put_nowait, 2)
+    assert await take_batch(items, 0.3) == [0, 1]
+    assert await take_batch(items, 0.0) == [2]
+    for i in range(BATCH_SIZE + 1):
+        items.put_nowait(i)
+    started = loop.time()
+    assert await take_batch(items, 10.0) == list(range(BATCH_SIZE))
+    assert loop.time() - started < 1
+    assert items.qsize() == 1  # the next batch's
 
 
 async def test_a_process_queue_takes_bursts_in_order_acknowledged_together(
