@@ -17,11 +17,17 @@ from tests.e2e.accounts import E2E_REFRESH_GRACE_SECONDS
 from tests.e2e.stack import Stack, free_port
 
 COMPOSE_URL = os.environ.get("E2E_COMPOSE_URL", "")
+E2E = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Against the compose stack, only the tests of the running stack: the others start
-    processes of their own on this machine."""
+    """The suite's timeout is for a test's own work: the stacks its fixtures start have their
+    own bound (Stack.start_timeout), which a loaded machine may need whole. Against the compose
+    stack, only the tests of the running stack: the others start processes of their own on
+    this machine."""
+    for item in items:
+        if Path(item.path).is_relative_to(E2E) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(func_only=True))
     if not COMPOSE_URL:
         return
     kept = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
@@ -66,6 +72,9 @@ async def stack(
             "ENVIRONMENT": "test",
             "TRUSTED_PROXIES": "127.0.0.1",
             "REFRESH_GRACE_SECONDS": str(E2E_REFRESH_GRACE_SECONDS),
+            # Tests that wait for an event's effect poll ten times a second, a few requests a
+            # time: the default 100 a minute would refuse a slow machine's waits.
+            "RATE_LIMIT_DEFAULT": "6000/minute",
             # Small pools: this stack stays up while tests/faults runs a second one, and both
             # must fit in PostgreSQL's default 100 connections.
             "DB_POOL_SIZE": "3",

@@ -119,14 +119,14 @@ async def test_refresh_rotation_and_reuse_detection(api: httpx.AsyncClient) -> N
     rotated = await api.post("/api/auth/refresh", json={"refresh_token": account["refresh_token"]})
     assert rotated.status_code == 200
     newest = rotated.json()["refresh_token"]
-    assert (
-        await api.get("/api/auth/me", headers=bearer(rotated.json()["access_token"]))
-    ).status_code == 200
     # At once, it is a second tab: the same pair. Past the grace (1 s here), a reuse.
     second_tab = await api.post(
         "/api/auth/refresh", json={"refresh_token": account["refresh_token"]}
     )
     assert second_tab.json() == rotated.json()
+    assert (
+        await api.get("/api/auth/me", headers=bearer(rotated.json()["access_token"]))
+    ).status_code == 200
     await asyncio.sleep(E2E_REFRESH_GRACE_SECONDS + 0.5)
     replay = await api.post("/api/auth/refresh", json={"refresh_token": account["refresh_token"]})
     assert replay.status_code == 401

@@ -14,6 +14,9 @@ import pytest
 from taskhub_common.testing import REDIS_HOST
 from tests.e2e.stack import Process, Stack, free_port, uvicorn
 
+# It starts stacks of its own within the test: on a loaded machine that takes minutes.
+pytestmark = pytest.mark.timeout(600)
+
 # A budget of its own: no other test counts against it.
 BUDGET = "3/minute"
 ATTEMPTS = 6

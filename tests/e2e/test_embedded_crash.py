@@ -6,9 +6,13 @@ import time
 
 import asyncpg
 import httpx
+import pytest
 
 from taskhub_common.testing import bearer, new_user
 from tests.e2e.stack import Stack
+
+# It starts stacks of its own within the test: on a loaded machine that takes minutes.
+pytestmark = pytest.mark.timeout(600)
 
 # The kill lands after KILL_AFTER answers; at most eight deletes are then in flight, so the
 # other few hundred are a margin for a slow machine, not work the test waits for.

@@ -11,6 +11,9 @@ import pytest
 from taskhub_common.testing import bearer, new_user
 from tests.e2e.stack import Stack
 
+# It starts stacks of its own within the test: on a loaded machine that takes minutes.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory) -> Iterator[Stack]:

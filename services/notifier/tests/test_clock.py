@@ -17,7 +17,8 @@ from .conftest import SCAN_INTERVAL, MailSink, create_task, eventually, rows, wa
 async def test_the_clock_calls_the_sweep_and_an_overdue_notice_appears(
     app: FastAPI, tasks: httpx.AsyncClient, mail_sink: MailSink, alice, bob
 ) -> None:
-    due = datetime.now(UTC) + timedelta(seconds=1)
+    # Due soon, yet late enough that a slow machine's create still finds it in the future.
+    due = datetime.now(UTC) + timedelta(seconds=3)
     task = await create_task(
         tasks, alice[1], title="Due any second", due_date=due.isoformat(), assigned_to=bob[0]["id"]
     )
