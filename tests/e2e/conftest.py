@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stack, only the tests of the running stack: the others start processes of their own on
     this machine."""
     for item in items:
-        if Path(item.path).is_relative_to(E2E) and item.get_closest_marker("timeout") is None:
+        if item.path.is_relative_to(E2E) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(func_only=True))
     if not COMPOSE_URL:
         return

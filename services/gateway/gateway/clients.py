@@ -45,7 +45,7 @@ def rate_limit_key(request: HTTPConnection) -> str:
     principal = getattr(request.state, "principal", None)
     if principal is not None:
         return user_key(principal.user_id)
-    return f"ip:{client_ip(request)}"
+    return ip_key(request)
 
 
 @functools.lru_cache(maxsize=4096)
